@@ -1,0 +1,1 @@
+"""EdgeFER compression worker: trains, distils, prunes and exports EAN models (needs torch)."""

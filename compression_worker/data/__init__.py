@@ -1,0 +1,1 @@
+"""Tensor-side data handling for training: batched augmentation and epoch iteration."""

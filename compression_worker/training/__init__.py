@@ -1,0 +1,1 @@
+"""Supervised training of EAN models: schedule, checkpoints and the epoch loop."""

@@ -1,0 +1,84 @@
+"""One supervised training run from data files to a model file with its summary: what `train` executes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compression_worker.model.ean import EAN, PRESETS, count_parameters
+from compression_worker.training.checkpoint import load_model, save_model
+from compression_worker.training.trainer import OptimConfig, Trainer, predict_logits
+from edgefer.datasets import Faces, data_sha256, load_faces, stratified_split
+from edgefer.metrics import ClassificationReport
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_path: Path
+    test_path: Path | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    usage: str | None = None  # for a fer2013.csv: which Usage rows are the training set
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    train: Faces
+    val: Faces
+    test: Faces | None
+
+
+def load_splits(cfg: DataConfig) -> DataSplits:
+    full = load_faces(cfg.train_path, cfg.usage)
+    train_idx, val_idx = stratified_split(full.y, cfg.val_fraction, cfg.split_seed)
+    test = load_faces(cfg.test_path, "PublicTest" if cfg.test_path and cfg.test_path.suffix == ".csv" else None) if cfg.test_path else None
+    return DataSplits(full.subset(train_idx), full.subset(val_idx), test)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_model(
+    arch: str, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device, threads: int | None = None
+) -> dict:
+    """Train, keep the best-on-validation weights as workdir/model.pt, and write workdir/summary.json."""
+    if arch not in PRESETS:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(PRESETS)}")
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.manual_seed(optim.seed)
+    splits = load_splits(data)
+    model = EAN(PRESETS[arch])
+    print(f"{arch}: {count_parameters(model):,} parameters; train {len(splits.train)}, val {len(splits.val)} faces", flush=True)
+    result = Trainer(model, optim, workdir, device).fit(splits.train, splits.val)
+    best = load_model(workdir / "best.pt")
+    save_model(best, workdir / "model.pt", {"arch": arch})
+    summary: dict = {
+        "arch": arch,
+        "params": count_parameters(best),
+        "best_val_acc": result.best_val_acc,
+        "best_epoch": result.best_epoch,
+        "epochs": optim.epochs,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "train_data": str(data.train_path),
+        "train_data_sha256": data_sha256(data.train_path),
+        "optim": optim.to_dict(),
+    }
+    flip_logits = predict_logits(best.to(device), splits.val.x, device, hflip_average=True)
+    summary["best_val_acc_hflip"] = float(np.mean(flip_logits.argmax(1) == splits.val.y))
+    if splits.test is not None:
+        logits = predict_logits(best.to(device), splits.test.x, device)
+        report = ClassificationReport.from_predictions(splits.test.y, logits.argmax(1))
+        summary["test"] = {"data": str(data.test_path), "data_sha256": data_sha256(data.test_path), **report.to_dict()}
+        print(report.format_table(), flush=True)
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
