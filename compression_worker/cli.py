@@ -1,4 +1,4 @@
-"""`edgefer-worker`: the compression worker's stages as subcommands (train, evaluate, export, summary).
+"""`edgefer-worker`: the compression worker's stages as subcommands (train, distill, evaluate, export).
 
 Every stage reads its defaults from WorkerSettings (environment) and takes flags; a bad input ends with
 one line naming the file and the problem, and exit status 2.
@@ -13,17 +13,17 @@ from pathlib import Path
 from compression_worker.settings import WorkerSettings
 
 
-def _add_train(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+def _add_training_flags(p: argparse.ArgumentParser, settings: WorkerSettings, workdir: str, epochs: int) -> None:
+    """Flags shared by every stage that trains: data, architecture, optimiser, schedule, device."""
     from compression_worker.model.ean import PRESETS
 
-    p = sub.add_parser("train", help="train an EAN on hard labels")
     p.add_argument("--data", type=Path, default=settings.train_data, help="npz, fer2013.csv or class folder")
-    p.add_argument("--test-data", type=Path, default=None, help="evaluate the selected model on this set at the end")
+    p.add_argument("--test-data", type=Path, default=None, help="also report accuracy on this set (never used to choose)")
     p.add_argument("--usage", default=None, help="with a fer2013.csv: the Usage rows to train on (e.g. Training)")
     p.add_argument("--arch", default="ean-s", choices=sorted(PRESETS))
-    p.add_argument("--workdir", type=Path, default=settings.runs_dir / "train")
-    p.add_argument("--fresh", action="store_true", help="discard a previous checkpoint in --workdir")
-    p.add_argument("--epochs", type=int, default=55)
+    p.add_argument("--workdir", type=Path, default=settings.runs_dir / workdir)
+    p.add_argument("--fresh", action="store_true", help="discard previous results in --workdir")
+    p.add_argument("--epochs", type=int, default=epochs, help="epochs (per round, for distill)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     p.add_argument("--lr", type=float, default=0.1)
@@ -35,18 +35,21 @@ def _add_train(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=settings.device)
     p.add_argument("--threads", type=int, default=settings.threads)
-    p.set_defaults(func=_run_train)
 
 
-def _run_train(args: argparse.Namespace) -> None:
+def _training_setup(args: argparse.Namespace):
+    """(DataConfig, OptimConfig, device) from the shared training flags; clears --workdir on --fresh."""
     import shutil
 
+    import torch
+
     from compression_worker.data.augment import AugmentConfig
-    from compression_worker.training.run import DataConfig, select_device, train_model
+    from compression_worker.training.run import DataConfig, select_device
     from compression_worker.training.trainer import OptimConfig
 
     if args.fresh and args.workdir.exists():
         shutil.rmtree(args.workdir)
+    torch.set_num_threads(args.threads)
     optim = OptimConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -59,7 +62,125 @@ def _run_train(args: argparse.Namespace) -> None:
         augment=AugmentConfig(erase_prob=args.erase_prob),
     )
     data = DataConfig(args.data, args.test_data, args.val_fraction, args.seed, args.usage)
-    train_model(args.arch, data, optim, args.workdir, select_device(args.device), args.threads)
+    return data, optim, select_device(args.device)
+
+
+def _add_train(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    p = sub.add_parser("train", help="train an EAN on hard labels")
+    _add_training_flags(p, settings, "train", epochs=55)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from compression_worker.training.run import train_model
+
+    data, optim, device = _training_setup(args)
+    train_model(args.arch, data, optim, args.workdir, device, args.threads)
+
+
+def _add_distill(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    p = sub.add_parser("distill", help="iterative teacher-student transfer learning (ITS), resumable per round")
+    _add_training_flags(p, settings, "distill", epochs=20)
+    p.add_argument("--rounds", type=int, default=3, help="student rounds after the round-0 teacher")
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.7, help="weight of the soft-label term")
+    p.add_argument("--no-weight-transfer", action="store_true", help="start each student from scratch")
+    p.add_argument("--refine", default="latest", choices=["latest", "average"], help="how soft labels combine across rounds")
+    p.add_argument("--no-mirror-soft-labels", action="store_true", help="soft labels from the face alone, not face+mirror")
+    p.add_argument("--restart-lr", type=float, default=0.05, help="peak learning rate of a warm-restarted round")
+    p.add_argument("--teacher", type=Path, default=None, help="an existing model.pt to use as round 0")
+    p.set_defaults(func=_run_distill)
+
+
+def _run_distill(args: argparse.Namespace) -> None:
+    from compression_worker.distill.its import ITSConfig, run_its
+
+    data, optim, device = _training_setup(args)
+    cfg = ITSConfig(
+        arch=args.arch,
+        rounds=args.rounds,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        weight_transfer=not args.no_weight_transfer,
+        refine=args.refine,
+        mirror_soft_labels=not args.no_mirror_soft_labels,
+        restart_lr=args.restart_lr,
+        teacher=args.teacher,
+    )
+    run_its(cfg, data, optim, args.workdir, device)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    p = sub.add_parser("evaluate", help="top-1, per-class recall and confusion matrix of a model file")
+    p.add_argument("--model", type=Path, required=True, help=".onnx (run by onnxruntime) or an EAN .pt checkpoint")
+    p.add_argument("--data", type=Path, default=settings.test_data)
+    p.add_argument("--usage", default=None, help="with a fer2013.csv: the Usage rows to evaluate (e.g. PublicTest)")
+    p.add_argument("--out-dir", type=Path, default=None, help="write metrics.json and confusion.png here")
+    p.add_argument("--threads", type=int, default=settings.threads)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from compression_worker.evaluation import evaluate_file
+    from edgefer.datasets import load_faces
+
+    if not args.model.exists():
+        raise ValueError(f"{args.model}: no such model file")
+    report = evaluate_file(args.model, load_faces(args.data, args.usage), args.out_dir, args.threads)
+    print(report.format_table())
+    if args.out_dir:
+        print(f"\nwrote {args.out_dir / 'metrics.json'} and {args.out_dir / 'confusion.png'}")
+
+
+def _add_export(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, check parity and write its model card")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt written by train")
+    p.add_argument("--output", type=Path, required=True, help="the .onnx file; the card is written beside it as .json")
+    p.add_argument("--test-data", type=Path, default=settings.test_data, help="faces for parity and the card's accuracy")
+    p.add_argument("--no-mirror-average", action="store_true", help="do not bake mirror averaging into the graph")
+    p.add_argument("--parity-faces", type=int, default=512)
+    p.add_argument("--threads", type=int, default=settings.threads)
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    import json
+
+    from compression_worker.evaluation import evaluate_file, save_confusion_png
+    from compression_worker.export import PARITY_TOLERANCE, export_onnx, parity_error
+    from compression_worker.model.ean import count_parameters
+    from compression_worker.model_card import build_card
+    from compression_worker.training.checkpoint import load_model
+    from edgefer.datasets import data_sha256, load_faces
+
+    model = load_model(args.checkpoint)
+    mirror = not args.no_mirror_average
+    summary_path = args.checkpoint.parent / "summary.json"
+    training = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    training.pop("test", None)
+    export_onnx(model, args.output, mirror_average=mirror)
+    faces = load_faces(args.test_data)
+    error = parity_error(model, args.output, faces.x[: args.parity_faces], mirror_average=mirror)
+    print(f"parity: max |onnxruntime - pytorch| = {error:.2e} on {min(len(faces), args.parity_faces)} real faces")
+    if error > PARITY_TOLERANCE:
+        args.output.unlink()
+        raise ValueError(f"{args.output}: parity error {error:.2e} exceeds {PARITY_TOLERANCE:.0e}; file removed")
+    stem = args.output.with_suffix("")
+    report = evaluate_file(args.output, faces, None, args.threads)
+    save_confusion_png(report, stem.parent / f"{stem.name}-confusion.png", f"{args.output.name} on {args.test_data.name}")
+    card = build_card(
+        name=stem.name,
+        onnx_path=args.output,
+        params=count_parameters(model),
+        architecture=model.config.to_dict(),
+        mirror_average=mirror,
+        evaluation={args.test_data.stem: (report, str(args.test_data), data_sha256(args.test_data))},
+        training=training,
+    )
+    card.write(args.output.with_suffix(".json"))
+    print(report.format_table())
+    print(f"\nwrote {args.output} ({card.size_bytes:,} bytes, {card.macs_per_face / 1e6:.2f}M MACs/face, "
+          f"{card.params:,} params) and {args.output.with_suffix('.json')}")
 
 
 def build_parser(settings: WorkerSettings | None = None) -> argparse.ArgumentParser:
@@ -67,6 +188,9 @@ def build_parser(settings: WorkerSettings | None = None) -> argparse.ArgumentPar
     parser = argparse.ArgumentParser(prog="edgefer-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub, settings)
+    _add_distill(sub, settings)
+    _add_evaluate(sub, settings)
+    _add_export(sub, settings)
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from compression_worker.model.ean import EAN, PRESETS, count_parameters
+from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_model, save_model
 from compression_worker.training.trainer import OptimConfig, Trainer, predict_logits
 from edgefer.datasets import Faces, data_sha256, load_faces, stratified_split
@@ -52,7 +52,9 @@ def train_model(
     """Train, keep the best-on-validation weights as workdir/model.pt, and write workdir/summary.json."""
     if arch not in PRESETS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(PRESETS)}")
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    source_commit = git_commit()  # taken before training: the tree may change while it runs
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(optim.seed)
     splits = load_splits(data)
     model = EAN(PRESETS[arch])
@@ -62,6 +64,8 @@ def train_model(
     save_model(best, workdir / "model.pt", {"arch": arch})
     summary: dict = {
         "arch": arch,
+        "command": invocation(),
+        "git_commit": source_commit,
         "params": count_parameters(best),
         "best_val_acc": result.best_val_acc,
         "best_epoch": result.best_epoch,

@@ -1,0 +1,36 @@
+# Quick start: `make demo` runs the main job, `make test` runs the tests. Both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.deps-installed
+DATA   ?= ../shared/data/fer2013
+
+.PHONY: setup demo test train-baseline export-baseline bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing dependencies into $(VENV) (first run only)"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[worker,dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	@$(BIN)/edgefer-classify --model models/ean-baseline.onnx --data $(DATA)/test_public.npz --show 14
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q
+
+# The shipped baseline: about 27 minutes on 2 CPU cores (docs/BENCHMARKS.md).
+train-baseline: $(STAMP)
+	$(BIN)/edgefer-worker train --data $(DATA)/train.npz --test-data $(DATA)/test_public.npz --workdir runs/baseline
+
+export-baseline: $(STAMP)
+	$(BIN)/edgefer-worker export --checkpoint runs/baseline/model.pt --output models/ean-baseline.onnx --test-data $(DATA)/test_public.npz
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/model_latency.py models/ean-baseline.onnx
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,55 @@
+"""Multiply-adds and parameters counted on the exported ONNX graph itself, per face.
+
+Counting the file that ships (rather than the PyTorch module) includes whatever the export added,
+such as the mirror-averaging pass, and excludes what it folded away (BatchNorm into the convolutions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+
+
+@dataclass(frozen=True)
+class GraphComplexity:
+    macs: int
+    params: int
+    conv_layers: int
+
+    @property
+    def mmacs(self) -> float:
+        return self.macs / 1e6
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def onnx_complexity(path: str | Path) -> GraphComplexity:
+    """MACs of Conv, Gemm and MatMul nodes for a batch of one face (shape-inferred with batch fixed to 1)."""
+    model = onnx.load(str(path))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {vi.name: _dims(vi) for vi in [*inferred.graph.value_info, *inferred.graph.output]}
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    macs = 0
+    conv_layers = 0
+    for node in inferred.graph.node:
+        if node.op_type == "Conv":
+            w = weights[node.input[1]]
+            out = shapes[node.output[0]]
+            if 0 in out:
+                raise ValueError(f"{path}: could not infer the output shape of {node.name}")
+            macs += int(np.prod(out)) * int(np.prod(w.shape[1:]))
+            conv_layers += 1
+        elif node.op_type in ("Gemm", "MatMul"):
+            w = weights.get(node.input[1])
+            rows = shapes.get(node.input[0], [1])[0] or 1
+            if w is not None:
+                macs += rows * int(w.size)
+    params = sum(int(w.size) for w in weights.values() if w.ndim >= 1 and w.size > 1)
+    return GraphComplexity(macs=macs, params=params, conv_layers=conv_layers)

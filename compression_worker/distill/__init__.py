@@ -1,0 +1,1 @@
+"""Iterative teacher-student transfer learning (ITS): self-distillation of EAN over rounds."""

@@ -1,0 +1,1 @@
+"""The edge runtime: everything an ARM node runs, on onnxruntime, OpenCV and numpy only."""

@@ -1,0 +1,36 @@
+"""Shared fixtures: small synthetic face sets that the tests write, and the real FER2013 when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FER = REPO.parent / "shared" / "data" / "fer2013"
+
+
+def synthetic_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable toy faces: each class brightens a different horizontal band, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 7
+    x = rng.normal(110, 25, size=(n, 48, 48))
+    for i, label in enumerate(y):
+        x[i, 4 + label * 6 : 10 + label * 6, :] += 90
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def toy_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "toy.npz"
+    x, y = synthetic_faces(420)
+    np.savez(path, x=x, y=y)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_fer() -> Path:
+    if not (SHARED_FER / "test_public.npz").exists():
+        pytest.skip(f"real FER2013 not found at {SHARED_FER} (the ../shared folder beside the checkout)")
+    return SHARED_FER
