@@ -23,17 +23,20 @@ PIXEL_STD = 65.0
 
 @dataclass(frozen=True)
 class EANConfig:
-    """Widths and depths per stage; each stage starts with a stride-2 block."""
+    """Stem, then per stage a width, a depth and the stride of its first block."""
 
     stem_channels: int = 24
     widths: tuple[int, ...] = (48, 96, 160, 256)
     depths: tuple[int, ...] = (2, 2, 3, 1)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    stem_kernel: int = 3
+    stem_stride: int = 1
     dropout: float = 0.2
     num_classes: int = NUM_CLASSES
 
     def __post_init__(self) -> None:
-        if len(self.widths) != len(self.depths) or not self.widths:
-            raise ValueError("widths and depths must be non-empty and of equal length")
+        if not self.widths or not len(self.widths) == len(self.depths) == len(self.strides):
+            raise ValueError("widths, depths and strides must be non-empty and of equal length")
         if min(self.widths) < 1 or min(self.depths) < 1 or self.stem_channels < 1:
             raise ValueError("widths, depths and stem_channels must be positive")
 
@@ -43,7 +46,7 @@ class EANConfig:
     @classmethod
     def from_dict(cls, data: dict) -> EANConfig:
         values = dict(data)
-        for key in ("widths", "depths"):
+        for key in ("widths", "depths", "strides"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -95,12 +98,12 @@ class EAN(nn.Module):
         super().__init__()
         self.config = config
         self.normalize = PixelNormalize()
-        self.stem = ConvBNAct(1, config.stem_channels, 3)
+        self.stem = ConvBNAct(1, config.stem_channels, config.stem_kernel, stride=config.stem_stride)
         blocks: list[nn.Module] = []
         cin = config.stem_channels
-        for width, depth in zip(config.widths, config.depths):
+        for width, depth, stride in zip(config.widths, config.depths, config.strides):
             for i in range(depth):
-                blocks.append(DepthwiseSeparableECA(cin, width, stride=2 if i == 0 else 1))
+                blocks.append(DepthwiseSeparableECA(cin, width, stride=stride if i == 0 else 1))
                 cin = width
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -137,5 +140,5 @@ def count_parameters(model: nn.Module) -> int:
 PRESETS: dict[str, EANConfig] = {
     "ean-s": EANConfig(stem_channels=16, widths=(32, 64, 128, 192), depths=(1, 2, 2, 2)),
     "ean-m": EANConfig(),
-    "ean-w": EANConfig(stem_channels=32, widths=(64, 128, 160, 192), depths=(2, 3, 2, 1)),
+    "ean-l": EANConfig(stem_channels=16, widths=(32, 80, 160, 256), depths=(1, 2, 3, 2)),
 }
