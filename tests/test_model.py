@@ -45,6 +45,19 @@ def test_width_and_depth_are_configurable() -> None:
 def test_invalid_config_is_rejected() -> None:
     with pytest.raises(ValueError):
         EANConfig(widths=(16, 32), depths=(1,))
+    with pytest.raises(ValueError):
+        EANConfig(widths=(16, 32), depths=(1, 1), strides=(2,))
+
+
+def test_strides_set_the_final_resolution() -> None:
+    model = EAN(EANConfig(stem_channels=8, widths=(16, 32), depths=(1, 1), strides=(1, 2), stem_stride=2)).eval()
+    features = model.blocks(model.stem(torch.zeros(1, 1, 48, 48)))
+    assert features.shape == (1, 32, 12, 12)
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    cfg = PRESETS["ean-l"]
+    assert EANConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_model_normalises_raw_pixels_itself() -> None:

@@ -28,17 +28,23 @@ class EANConfig:
     stem_channels: int = 24
     widths: tuple[int, ...] = (48, 96, 160, 256)
     depths: tuple[int, ...] = (2, 2, 3, 1)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
+    strides: tuple[int, ...] = ()  # empty: every stage downsamples by 2
     stem_kernel: int = 3
     stem_stride: int = 1
     dropout: float = 0.2
     num_classes: int = NUM_CLASSES
 
     def __post_init__(self) -> None:
-        if not self.widths or not len(self.widths) == len(self.depths) == len(self.strides):
-            raise ValueError("widths, depths and strides must be non-empty and of equal length")
+        if not self.widths or len(self.widths) != len(self.depths):
+            raise ValueError("widths and depths must be non-empty and of equal length")
+        if self.strides and len(self.strides) != len(self.widths):
+            raise ValueError("strides, when given, needs one entry per stage")
         if min(self.widths) < 1 or min(self.depths) < 1 or self.stem_channels < 1:
             raise ValueError("widths, depths and stem_channels must be positive")
+
+    @property
+    def stage_strides(self) -> tuple[int, ...]:
+        return self.strides or (2,) * len(self.widths)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,7 +107,7 @@ class EAN(nn.Module):
         self.stem = ConvBNAct(1, config.stem_channels, config.stem_kernel, stride=config.stem_stride)
         blocks: list[nn.Module] = []
         cin = config.stem_channels
-        for width, depth, stride in zip(config.widths, config.depths, config.strides):
+        for width, depth, stride in zip(config.widths, config.depths, config.stage_strides):
             for i in range(depth):
                 blocks.append(DepthwiseSeparableECA(cin, width, stride=stride if i == 0 else 1))
                 cin = width
