@@ -5,21 +5,30 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps-installed
 DATA   ?= ../shared/data/fer2013
 
-.PHONY: setup demo test train-baseline export-baseline bench clean
+PROTOS := $(shell find proto -name '*.proto')
+STUBS  := edgefer/v1/edge_pb2.py
 
-$(STAMP): pyproject.toml Makefile
+.PHONY: setup proto demo test train-baseline export-baseline bench clean
+
+$(STAMP): pyproject.toml setup.py Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing dependencies into $(VENV) (first run only)"
 	@$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[worker,dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# gRPC stubs are generated from proto/ (never committed, never edited).
+$(STUBS): $(PROTOS) edgefer/protogen.py $(STAMP)
+	@$(BIN)/python -m edgefer.protogen
 
-demo: $(STAMP)
+proto: $(STUBS)
+
+setup: $(STAMP) $(STUBS)
+
+demo: setup
 	@$(BIN)/edgefer-classify --model models/ean-baseline.onnx --data $(DATA)/test_public.npz --show 14
 
-test: $(STAMP)
+test: setup
 	@$(BIN)/python -m pytest -q
 
 # The shipped baseline: about 27 minutes on 2 CPU cores (docs/BENCHMARKS.md).
