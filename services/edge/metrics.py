@@ -1,0 +1,23 @@
+"""Prometheus metrics of an edge node, in a registry of its own (several nodes may share a process in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram(
+            "edgefer_request_latency_seconds", "Time per frame by pipeline stage", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.frames = Counter("edgefer_frames", "Frames received, by outcome", ["status"], registry=r)
+        self.faces = Counter("edgefer_faces", "Faces classified", registry=r)
+        self.dropped = Counter("edgefer_dropped_frames", "Stale stream frames skipped (latest frame wins)", registry=r)
+        self.errors = Counter("edgefer_errors", "Requests or frames refused, by gRPC status code", ["code"], registry=r)
+        self.active_streams = Gauge("edgefer_active_streams", "Open StreamClassify calls", registry=r)
+        self.model = Info("edgefer_model", "The model being served", registry=r)
+        self.swaps = Counter("edgefer_model_swaps", "Model swaps", registry=r)
