@@ -1,0 +1,187 @@
+"""`edgefer-client`: stream frames to an edge node at a target rate; print results and end-to-end latency.
+
+Frames go out as JPEG over StreamClassify. If the node restarts, the client reconnects with capped
+exponential backoff and jitter and carries on with the next frame. With --output it writes the video
+annotated with boxes and smoothed labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+
+from edgefer.v1 import edge_pb2, edge_pb2_grpc
+from services.client.sources import SourceError, open_source
+
+
+@dataclass
+class StreamStats:
+    sent: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+    reconnects: int = 0
+
+    def record(self, result: edge_pb2.FrameResult, latency_ms: float) -> None:
+        name = edge_pb2.FrameStatus.Name(result.status).removeprefix("FRAME_STATUS_").lower()
+        self.statuses[name] = self.statuses.get(name, 0) + 1
+        if result.status == edge_pb2.FRAME_STATUS_OK:
+            self.latencies_ms.append(latency_ms)
+            self.versions.add(result.model_version)
+
+    def summary(self, seconds: float) -> str:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+        return (
+            f"{self.sent} frames sent in {seconds:.1f}s ({counts}); reconnects {self.reconnects}; "
+            f"latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; "
+            f"model versions {sorted(self.versions)}"
+        )
+
+
+def backoff_delays(base: float = 0.2, cap: float = 5.0) -> Iterator[float]:
+    """Capped exponential backoff with full jitter."""
+    attempt = 0
+    while True:
+        yield random.uniform(0, min(cap, base * 2**attempt))
+        attempt += 1
+
+
+def annotate(frame: np.ndarray, result: edge_pb2.FrameResult) -> np.ndarray:
+    for face in result.faces:
+        b = face.box
+        cv2.rectangle(frame, (b.x, b.y), (b.x + b.width, b.y + b.height), (0, 220, 0), 2)
+        cv2.putText(frame, face.smoothed_label, (b.x, max(12, b.y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 220, 0), 2)
+    return frame
+
+
+class DeviceClient:
+    def __init__(self, target: str, fps: float, credentials: grpc.ChannelCredentials | None = None, quiet: bool = False) -> None:
+        self.target = target
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self.credentials = credentials
+        self.quiet = quiet
+        self.stats = StreamStats()
+        self._sent_at: dict[int, float] = {}
+        self._frames: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _channel(self) -> grpc.Channel:
+        if self.credentials is not None:
+            return grpc.secure_channel(self.target, self.credentials)
+        return grpc.insecure_channel(self.target)
+
+    def _requests(self, frames: Iterator[np.ndarray], keep_frames: bool) -> Iterator[edge_pb2.Frame]:
+        next_at = time.perf_counter()
+        for frame in frames:
+            next_at += self.period
+            ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if not ok:
+                continue
+            sequence = self.stats.sent
+            self.stats.sent += 1
+            with self._lock:
+                self._sent_at[sequence] = time.perf_counter()
+                if keep_frames:
+                    self._frames[sequence] = frame
+            yield edge_pb2.Frame(sequence=sequence, encoded=jpeg.tobytes())
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+
+    def run(self, frames: Iterator[np.ndarray], writer: cv2.VideoWriter | None = None) -> StreamStats:
+        """Stream until the source ends; on UNAVAILABLE reconnect and continue with the next frames."""
+        delays = backoff_delays()
+        while True:
+            channel = self._channel()
+            try:
+                stub = edge_pb2_grpc.EdgeFerStub(channel)
+                for result in stub.StreamClassify(self._requests(frames, writer is not None)):
+                    self._on_result(result, writer)
+                    delays = backoff_delays()
+                return self.stats
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise
+                self.stats.reconnects += 1
+                delay = next(delays)
+                print(f"node unavailable ({exc.details()}); reconnecting in {delay:.2f}s", file=sys.stderr)
+                time.sleep(delay)
+            finally:
+                channel.close()
+
+    def _on_result(self, result: edge_pb2.FrameResult, writer: cv2.VideoWriter | None) -> None:
+        with self._lock:
+            sent = self._sent_at.pop(result.sequence, time.perf_counter())
+            frame = self._frames.pop(result.sequence, None)
+        latency_ms = (time.perf_counter() - sent) * 1e3
+        self.stats.record(result, latency_ms)
+        if not self.quiet:
+            labels = ", ".join(f"{f.label}/{f.smoothed_label}" for f in result.faces) or "-"
+            status = edge_pb2.FrameStatus.Name(result.status).removeprefix("FRAME_STATUS_")
+            print(f"frame {result.sequence:6d} {status:<7} {latency_ms:7.1f} ms  {result.model_version or '-':<12} {labels}")
+        if writer is not None and frame is not None:
+            writer.write(annotate(frame, result))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgefer-client", description=__doc__)
+    p.add_argument("--target", default="127.0.0.1:50051", help="edge node host:port")
+    p.add_argument("--source", required=True, help="video file, camera index (e.g. 0) or a folder of images")
+    p.add_argument("--fps", type=float, default=15.0, help="target frame rate (0: as fast as possible)")
+    p.add_argument("--loop", action="store_true", help="repeat a video or folder")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: source length)")
+    p.add_argument("--output", type=Path, default=None, help="write the annotated video here (.mp4 or .avi)")
+    p.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to verify the node (enables TLS)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        frames = open_source(args.source, args.loop)
+    except SourceError as exc:
+        print(f"edgefer-client: error: {exc}", file=sys.stderr)
+        return 2
+    if args.max_frames:
+        frames = (f for _, f in zip(range(args.max_frames), frames))
+    first = next(frames, None)
+    if first is None:
+        print(f"edgefer-client: error: {args.source}: no frames", file=sys.stderr)
+        return 2
+    frames = _prepend(first, frames)
+    writer = None
+    if args.output:
+        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if args.output.suffix == ".mp4" else "MJPG"))
+        writer = cv2.VideoWriter(str(args.output), fourcc, args.fps or 15.0, (first.shape[1], first.shape[0]))
+    credentials = grpc.ssl_channel_credentials(args.tls_ca.read_bytes()) if args.tls_ca else None
+    client = DeviceClient(args.target, args.fps, credentials, args.quiet)
+    start = time.perf_counter()
+    try:
+        stats = client.run(frames, writer)
+    except grpc.RpcError as exc:
+        print(f"edgefer-client: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        if writer is not None:
+            writer.release()
+    print(stats.summary(time.perf_counter() - start))
+    return 0
+
+
+def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
+
+
+if __name__ == "__main__":
+    sys.exit(main())
