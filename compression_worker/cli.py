@@ -75,7 +75,7 @@ def _run_train(args: argparse.Namespace) -> None:
     from compression_worker.training.run import train_model
 
     data, optim, device = _training_setup(args)
-    train_model(args.arch, data, optim, args.workdir, device, args.threads)
+    train_model(args.arch, data, optim, args.workdir, device)
 
 
 def _add_distill(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:

@@ -36,7 +36,9 @@ class DataSplits:
 def load_splits(cfg: DataConfig) -> DataSplits:
     full = load_faces(cfg.train_path, cfg.usage)
     train_idx, val_idx = stratified_split(full.y, cfg.val_fraction, cfg.split_seed)
-    test = load_faces(cfg.test_path, "PublicTest" if cfg.test_path and cfg.test_path.suffix == ".csv" else None) if cfg.test_path else None
+    test = None
+    if cfg.test_path is not None:  # a Kaggle csv holds every split: its PublicTest rows are the test set
+        test = load_faces(cfg.test_path, "PublicTest" if cfg.test_path.suffix == ".csv" else None)
     return DataSplits(full.subset(train_idx), full.subset(val_idx), test)
 
 
@@ -47,14 +49,12 @@ def select_device(name: str) -> torch.device:
 
 
 def train_model(
-    arch: str, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device, threads: int | None = None
+    arch: str, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device
 ) -> dict:
     """Train, keep the best-on-validation weights as workdir/model.pt, and write workdir/summary.json."""
     if arch not in PRESETS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(PRESETS)}")
     source_commit = git_commit()  # taken before training: the tree may change while it runs
-    if threads:
-        torch.set_num_threads(threads)
     torch.manual_seed(optim.seed)
     splits = load_splits(data)
     model = EAN(PRESETS[arch])
