@@ -26,7 +26,7 @@ from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_model, save_model
 from compression_worker.training.run import DataConfig, DataSplits, load_splits
 from compression_worker.training.trainer import OptimConfig, Trainer, predict_logits
-from edgefer.datasets import Faces
+from edgefer.datasets import Faces, data_sha256
 from edgefer.metrics import ClassificationReport
 
 
@@ -145,8 +145,11 @@ def run_its(cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
         "its": cfg.to_dict(),
         "optim": optim.to_dict(),
         "train_data": str(data.train_path),
+        "train_data_sha256": data_sha256(data.train_path),
         "rounds": rounds,
         "final_model": str(workdir / f"round{cfg.rounds}" / "model.pt"),
     }
     (workdir / "its.json").write_text(json.dumps(summary, indent=2))
+    # Beside the final model, so that `export` puts the whole provenance into the model card.
+    (workdir / f"round{cfg.rounds}" / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
