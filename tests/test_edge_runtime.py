@@ -90,3 +90,32 @@ def test_bad_model_bytes_are_refused(tmp_path: Path) -> None:
         load_model_file(tmp_path / "absent.onnx", threads=1)
     with pytest.raises(ModelLoadError, match="no previous model"):
         ModelHolder().rollback()
+
+
+def test_batched_inference_shares_calls_and_matches_direct() -> None:
+    import threading
+
+    from services.edge.inference import BatchedInference, DirectInference, NoModelError
+    from services.edge.metrics import EdgeMetrics
+    from tests.conftest import synthetic_faces
+
+    holder = ModelHolder()
+    metrics = EdgeMetrics()
+    batched = BatchedInference(holder, metrics, max_batch=64, max_wait_s=0.2)
+    with pytest.raises(NoModelError):
+        batched.run(np.zeros((1, 48, 48), np.uint8))
+    holder.swap(load_model_file(MODELS / "ean-baseline.onnx", threads=1, version="b"))
+    faces, _ = synthetic_faces(8)
+    expected, _ = DirectInference(holder, EdgeMetrics()).run(faces)
+    out: list = [None] * 8
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, batched.run(faces[i : i + 1]))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batched.close()
+    assert all(version == "b" for _, version in out)
+    assert np.allclose(np.concatenate([p for p, _ in out]), expected, atol=1e-5)
+    sizes = [s for s in metrics.registry.collect() if s.name == "edgefer_inference_batch_faces"][0].samples
+    count = [s.value for s in sizes if s.name.endswith("_count")][0]
+    assert count < 8  # 8 concurrent single-face requests took fewer than 8 onnxruntime calls

@@ -22,9 +22,10 @@ from tests.conftest import synthetic_faces
 MODEL = Path(__file__).resolve().parent.parent / "models" / "ean-baseline.onnx"
 
 
-@pytest.fixture()
-def node():
-    settings = EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1, max_message_bytes=1 << 20)
+@pytest.fixture(params=[False], ids=["direct"])
+def node(request):
+    settings = EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1, max_message_bytes=1 << 20,
+                            batch_across_streams=request.param)
     running = start_server(settings)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     yield running, edge_pb2_grpc.EdgeFerStub(channel), health_pb2_grpc.HealthStub(channel)
@@ -57,6 +58,10 @@ def test_not_serving_until_a_model_is_loaded(node) -> None:
     assert stub.GetModelInfo(edge_pb2.GetModelInfoRequest()).version == "v1"
 
 
+BOTH_INFERENCE_MODES = pytest.mark.parametrize("node", [False, True], ids=["direct", "batched"], indirect=True)
+
+
+@BOTH_INFERENCE_MODES
 def test_unary_and_stream_match_onnxruntime(node) -> None:
     running, stub, _ = node
     with_model(running)
@@ -131,6 +136,7 @@ def test_overload_drops_stale_frames_but_answers_every_frame(node) -> None:
     assert running.metrics.dropped._value.get() == statuses.count(edge_pb2.FRAME_STATUS_DROPPED)
 
 
+@BOTH_INFERENCE_MODES
 def test_swap_during_eight_streams_loses_nothing(node) -> None:
     running, stub, _ = node
     with_model(running, "v1")

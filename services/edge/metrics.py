@@ -21,3 +21,6 @@ class EdgeMetrics:
         self.active_streams = Gauge("edgefer_active_streams", "Open StreamClassify calls", registry=r)
         self.model = Info("edgefer_model", "The model being served", registry=r)
         self.swaps = Counter("edgefer_model_swaps", "Model swaps", registry=r)
+        self.batch_faces = Histogram(
+            "edgefer_inference_batch_faces", "Faces per onnxruntime call", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
+        )

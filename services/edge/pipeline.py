@@ -6,23 +6,29 @@ import time
 
 import numpy as np
 
+from typing import Protocol
+
 from edgefer.labels import CLASSES
-from edgefer.onnx_model import softmax
 from edgefer.v1 import edge_pb2
 from services.edge.detection import Box, FaceDetector, crop_face, whole_image_face
 from services.edge.frames import decode_gray
 from services.edge.metrics import EdgeMetrics
-from services.edge.model_holder import LoadedModel
 from services.edge.tracking import FaceTracker
 
 
+class Inference(Protocol):
+    def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]: ...
+
+
 class FramePipeline:
-    def __init__(self, detector: FaceDetector, metrics: EdgeMetrics) -> None:
+    def __init__(self, detector: FaceDetector, inference: Inference, metrics: EdgeMetrics) -> None:
         self.detector = detector
+        self.inference = inference
         self.metrics = metrics
 
-    def process(self, frame: edge_pb2.Frame, model: LoadedModel, tracker: FaceTracker | None = None) -> edge_pb2.FrameResult:
-        """Raises FrameError for a malformed frame; everything else about the frame ends up in the result."""
+    def process(self, frame: edge_pb2.Frame, version: str, tracker: FaceTracker | None = None) -> edge_pb2.FrameResult:
+        """Raises FrameError for a malformed frame. `version` names the serving model for frames without faces;
+        with faces, the result names the model that actually classified them."""
         start = time.perf_counter()
         gray = decode_gray(frame)
         decoded = time.perf_counter()
@@ -33,10 +39,12 @@ class FramePipeline:
             boxes = self.detector.detect(gray)
             faces = np.stack([crop_face(gray, b) for b in boxes]) if boxes else np.zeros((0, 48, 48), np.uint8)
         detected = time.perf_counter()
-        probabilities = softmax(model.classifier.logits(faces)) if len(faces) else np.zeros((0, len(CLASSES)), np.float32)
+        probabilities = np.zeros((0, len(CLASSES)), np.float32)
+        if len(faces):
+            probabilities, version = self.inference.run(faces)
         inferred = time.perf_counter()
         tracks = tracker.update(boxes, probabilities) if tracker is not None else [None] * len(boxes)
-        result = edge_pb2.FrameResult(sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_OK, model_version=model.version)
+        result = edge_pb2.FrameResult(sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_OK, model_version=version)
         for box, probs, track in zip(boxes, probabilities, tracks):
             result.faces.append(_face_result(box, probs, track))
         for stage, seconds in (("decode", decoded - start), ("detect", detected - decoded), ("infer", inferred - detected)):

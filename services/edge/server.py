@@ -22,6 +22,7 @@ from edgefer.labels import CLASSES
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from services.edge.detection import HaarFaceDetector
 from services.edge.frames import FrameError
+from services.edge.inference import BatchedInference, DirectInference
 from services.edge.metrics import EdgeMetrics
 from services.edge.model_holder import LoadedModel, ModelHolder
 from services.edge.pipeline import FramePipeline
@@ -52,7 +53,7 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
         start = time.perf_counter()
         model = self._model_or_abort(context)
         try:
-            result = self.pipeline.process(request.frame, model)
+            result = self.pipeline.process(request.frame, model.version)
         except FrameError as exc:
             self.metrics.frames.labels("invalid").inc()
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.too_large else grpc.StatusCode.INVALID_ARGUMENT
@@ -80,9 +81,9 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
 
     def _stream_frame(self, frame: edge_pb2.Frame, tracker: FaceTracker, context: grpc.ServicerContext) -> edge_pb2.FrameResult:
         start = time.perf_counter()
-        model = self._model_or_abort(context)  # taken once per frame: a swap applies from the next frame
+        model = self._model_or_abort(context)
         try:
-            result = self.pipeline.process(frame, model, tracker)
+            result = self.pipeline.process(frame, model.version, tracker)
         except FrameError as exc:
             self.metrics.frames.labels("invalid").inc()
             self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
@@ -143,6 +144,7 @@ class RunningServer:
     health: health.HealthServicer
     holder: ModelHolder
     metrics: EdgeMetrics
+    inference: DirectInference | BatchedInference
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -158,6 +160,7 @@ class RunningServer:
     def stop(self, grace: float) -> None:
         self.set_serving(False)
         self.server.stop(grace).wait()
+        self.inference.close()
 
 
 def _credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
@@ -175,7 +178,12 @@ def start_server(settings: EdgeSettings, metrics: EdgeMetrics | None = None) -> 
     """Start serving (NOT_SERVING until a model is swapped in); returns the handle with the bound port."""
     metrics = metrics or EdgeMetrics()
     holder = ModelHolder()
-    pipeline = FramePipeline(HaarFaceDetector(detect_width=settings.detect_width), metrics)
+    inference = (
+        BatchedInference(holder, metrics, settings.batch_max_faces, settings.batch_max_wait_ms / 1e3)
+        if settings.batch_across_streams
+        else DirectInference(holder, metrics)
+    )
+    pipeline = FramePipeline(HaarFaceDetector(detect_width=settings.detect_width), inference, metrics)
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -190,6 +198,6 @@ def start_server(settings: EdgeSettings, metrics: EdgeMetrics | None = None) -> 
     credentials = _credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     server.start()
-    running = RunningServer(server, port, health_servicer, holder, metrics)
+    running = RunningServer(server, port, health_servicer, holder, metrics, inference)
     running.set_serving(False)
     return running

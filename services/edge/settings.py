@@ -23,6 +23,9 @@ class EdgeSettings:
     max_message_bytes: int = 4 * 1024 * 1024
     max_concurrent_streams: int = 64
     drop_stale_frames: bool = True
+    batch_across_streams: bool = False  # run faces of concurrent requests as one batch
+    batch_max_faces: int = 64
+    batch_max_wait_ms: float = 2.0
     detect_width: int = 320
     grace_seconds: float = 5.0
     tls_cert: Path | None = None
