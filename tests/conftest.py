@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,10 @@ def real_fer() -> Path:
     if not (SHARED_FER / "test_public.npz").exists():
         pytest.skip(f"real FER2013 not found at {SHARED_FER} (the ../shared folder beside the checkout)")
     return SHARED_FER
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers that must be started on a known port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -16,14 +14,9 @@ from services.client.sources import SourceError, open_source
 from services.edge.model_holder import load_model_file
 from services.edge.server import start_server
 from services.edge.settings import EdgeSettings
+from tests.conftest import free_port
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "ean-baseline.onnx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_node(port: int = 0):

@@ -35,7 +35,7 @@ def test_node_process_reload_and_graceful_exit(tmp_path: Path) -> None:
     import grpc
 
     from edgefer.v1 import edge_pb2, edge_pb2_grpc
-    from tests.test_client import free_port
+    from tests.conftest import free_port
 
     model = tmp_path / "current.onnx"
     shutil.copy(Path(__file__).resolve().parent.parent / "models" / "ean-baseline.onnx", model)

@@ -25,9 +25,8 @@ from compression_worker.model.ean import EAN, PRESETS, count_parameters
 from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_model, save_model
 from compression_worker.training.run import DataConfig, DataSplits, load_splits
-from compression_worker.training.trainer import OptimConfig, Trainer, predict_logits
-from edgefer.datasets import Faces, data_sha256
-from edgefer.metrics import ClassificationReport
+from compression_worker.training.trainer import OptimConfig, Trainer, evaluate_model
+from edgefer.datasets import data_sha256
 
 
 @dataclass(frozen=True)
@@ -54,14 +53,10 @@ class ITSConfig:
         return {**asdict(self), "teacher": str(self.teacher) if self.teacher else None}
 
 
-def _evaluate(model: EAN, faces: Faces, device: torch.device) -> ClassificationReport:
-    return ClassificationReport.from_predictions(faces.y, predict_logits(model.to(device), faces.x, device).argmax(1))
-
-
 def _round_metrics(model: EAN, splits: DataSplits, device: torch.device, extra: dict) -> dict:
-    metrics = {**extra, "params": count_parameters(model), "val_acc": _evaluate(model, splits.val, device).accuracy}
+    metrics = {**extra, "params": count_parameters(model), "val_acc": evaluate_model(model, splits.val, device).accuracy}
     if splits.test is not None:
-        report = _evaluate(model, splits.test, device)
+        report = evaluate_model(model, splits.test, device)
         metrics["test_acc"] = report.accuracy
         metrics["test_per_class_recall"] = report.per_class_recall
     return metrics

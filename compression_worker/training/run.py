@@ -12,9 +12,8 @@ import torch
 from compression_worker.model.ean import EAN, PRESETS, count_parameters
 from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_model, save_model
-from compression_worker.training.trainer import OptimConfig, Trainer, predict_logits
+from compression_worker.training.trainer import OptimConfig, Trainer, evaluate_model, predict_logits
 from edgefer.datasets import Faces, data_sha256, load_faces, stratified_split
-from edgefer.metrics import ClassificationReport
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,7 @@ def train_model(
     flip_logits = predict_logits(best.to(device), splits.val.x, device, hflip_average=True)
     summary["best_val_acc_hflip"] = float(np.mean(flip_logits.argmax(1) == splits.val.y))
     if splits.test is not None:
-        logits = predict_logits(best.to(device), splits.test.x, device)
-        report = ClassificationReport.from_predictions(splits.test.y, logits.argmax(1))
+        report = evaluate_model(best, splits.test, device)
         summary["test"] = {"data": str(data.test_path), "data_sha256": data_sha256(data.test_path), **report.to_dict()}
         print(report.format_table(), flush=True)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -23,6 +23,7 @@ from compression_worker.model.ean import EAN
 from compression_worker.training.checkpoint import save_atomic, save_model
 from compression_worker.training.schedule import warmup_cosine
 from edgefer.datasets import Faces
+from edgefer.metrics import ClassificationReport
 
 
 class Criterion(Protocol):
@@ -112,6 +113,11 @@ def predict_logits(
             logits = (logits + model(flipped).float()) / 2
         out.append(logits.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, model.config.num_classes), np.float32)
+
+
+def evaluate_model(model: EAN, faces: Faces, device: torch.device) -> ClassificationReport:
+    """One-pass (no mirror) classification report of a PyTorch model."""
+    return ClassificationReport.from_predictions(faces.y, predict_logits(model.to(device), faces.x, device).argmax(1))
 
 
 class Trainer:
