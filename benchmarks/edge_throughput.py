@@ -109,18 +109,21 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="node's onnxruntime threads")
+    parser.add_argument("--batch-across-streams", action="store_true", help="node micro-batches faces of concurrent streams")
     args = parser.parse_args()
     port = free_port()
     node = subprocess.Popen(
         [sys.executable, "-m", "services.edge.main", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-         "--model-path", str(args.model), "--intra-op-threads", str(args.threads), "--no-drop-stale-frames"],
+         "--model-path", str(args.model), "--intra-op-threads", str(args.threads), "--no-drop-stale-frames",
+         "--batch-across-streams" if args.batch_across_streams else "--no-batch-across-streams"],
         stderr=subprocess.DEVNULL,
     )
     target = f"127.0.0.1:{port}"
     try:
         grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=30)
         time.sleep(1.0)
-        print(f"model {args.model}, node threads {args.threads}, {args.seconds:.0f}s per row, closed-loop streams")
+        mode = "micro-batched across streams" if args.batch_across_streams else "one call per frame"
+        print(f"model {args.model}, node threads {args.threads}, {mode}, {args.seconds:.0f}s per row, closed-loop streams")
         print("| workload | streams | frames/s | p50 (ms) | p99 (ms) |")
         print("|---|---:|---:|---:|---:|")
         for name, frames in (("48x48 crops", crop_frames(256)), ("640x480 JPEG + detection", scene_frames(64))):
