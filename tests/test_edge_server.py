@@ -192,3 +192,13 @@ def test_graceful_shutdown_reports_not_serving_first(node) -> None:
     with_model(running)
     running.set_serving(False)
     assert health_status(health_stub, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_expired_deadline_is_reported_and_the_server_lives_on(node) -> None:
+    running, stub, _ = node
+    with_model(running)
+    faces, _ = synthetic_faces(1)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(edge_pb2.ClassifyRequest(frame=crop_frame(faces[0])), timeout=1e-6)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert stub.Classify(edge_pb2.ClassifyRequest(frame=crop_frame(faces[0])), timeout=5).result.status == edge_pb2.FRAME_STATUS_OK

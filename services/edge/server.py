@@ -52,6 +52,9 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
     def Classify(self, request: edge_pb2.ClassifyRequest, context: grpc.ServicerContext) -> edge_pb2.ClassifyResponse:
         start = time.perf_counter()
         model = self._model_or_abort(context)
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:  # the caller gave up already: do not spend the CPU
+            self._abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline expired before processing")
         try:
             result = self.pipeline.process(request.frame, model.version)
         except FrameError as exc:
@@ -70,6 +73,8 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
             frames = _LatestFrames(request_iterator) if self.drop_stale else None
             source = frames.batches() if frames else ([f] for f in request_iterator)
             for batch in source:
+                if not context.is_active():  # cancelled or past its deadline: stop working for nobody
+                    return
                 *stale, frame = batch
                 for old in stale:
                     self.metrics.dropped.inc()
