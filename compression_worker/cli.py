@@ -124,8 +124,6 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from compression_worker.evaluation import evaluate_file
     from edgefer.datasets import load_faces
 
-    if not args.model.exists():
-        raise ValueError(f"{args.model}: no such model file")
     report = evaluate_file(args.model, load_faces(args.data, args.usage), args.out_dir, args.threads)
     print(report.format_table())
     if args.out_dir:

@@ -16,11 +16,7 @@ from edgefer.onnx_model import OnnxFaceClassifier
 def predict_file(model_path: Path, faces: Faces, threads: int) -> np.ndarray:
     """Class predictions of an .onnx file (what ships) or an EAN checkpoint (.pt)."""
     if model_path.suffix == ".onnx":
-        try:
-            classifier = OnnxFaceClassifier(model_path, intra_op_threads=threads)
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise ValueError(f"{model_path}: onnxruntime cannot load it ({exc})") from exc
-        return classifier.predict(faces.x)
+        return OnnxFaceClassifier(model_path, intra_op_threads=threads).predict(faces.x)
     import torch
 
     from compression_worker.training.checkpoint import load_model

@@ -22,17 +22,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+class ModelFileError(ValueError):
+    """A model that onnxruntime cannot load; the message names the file and says why."""
+
+
 class OnnxFaceClassifier:
     """An onnxruntime session over an EAN graph with an explicit thread budget (edge nodes have few cores)."""
 
     def __init__(self, model: str | Path | bytes, intra_op_threads: int = 1) -> None:
+        name = "model bytes" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes) and not Path(model).exists():
+            raise ModelFileError(f"{name}: no such model file")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise ModelFileError(f"{name}: onnxruntime cannot load it ({exc})") from exc
         meta = self.session.get_modelmeta()
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
 

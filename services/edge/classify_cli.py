@@ -30,12 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    if not args.model.exists():
-        raise ValueError(f"{args.model}: no such model file")
-    try:
-        classifier = OnnxFaceClassifier(args.model, intra_op_threads=args.threads)
-    except Exception as exc:  # onnxruntime's own exception types
-        raise ValueError(f"{args.model}: onnxruntime cannot load it ({exc})") from exc
+    classifier = OnnxFaceClassifier(args.model, intra_op_threads=args.threads)
     faces = load_faces(args.data, args.usage)
     picks = np.random.default_rng(0).choice(len(faces), size=min(args.show, len(faces)), replace=False)
     probs = softmax(classifier.logits(faces.x[picks]))

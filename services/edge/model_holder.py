@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefer.labels import FACE_SIZE, NUM_CLASSES
-from edgefer.onnx_model import OnnxFaceClassifier
+from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
 
 
 class ModelLoadError(RuntimeError):
@@ -34,8 +34,8 @@ def load_model(data: bytes, version: str, threads: int) -> LoadedModel:
     """Build a session from ONNX bytes and prove it works (shape, finiteness) before anyone can use it."""
     try:
         classifier = OnnxFaceClassifier(data, intra_op_threads=threads)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelLoadError(f"model {version}: onnxruntime cannot load it ({exc})") from exc
+    except ModelFileError as exc:
+        raise ModelLoadError(f"model {version}: {exc}") from exc
     inputs = classifier.session.get_inputs()
     if len(inputs) != 1 or list(inputs[0].shape[1:]) != [1, FACE_SIZE, FACE_SIZE]:
         raise ModelLoadError(f"model {version}: input must be (N, 1, {FACE_SIZE}, {FACE_SIZE}), got {inputs[0].shape}")
