@@ -50,7 +50,10 @@ class FramePipeline:
         for stage, seconds in (("decode", decoded - start), ("detect", detected - decoded), ("infer", inferred - detected)):
             self.metrics.latency.labels(stage).observe(seconds)
         self.metrics.faces.inc(len(boxes))
-        result.server_latency_ms = (time.perf_counter() - start) * 1e3
+        self.metrics.frames.labels("ok").inc()
+        elapsed = time.perf_counter() - start
+        self.metrics.latency.labels("total").observe(elapsed)
+        result.server_latency_ms = elapsed * 1e3
         return result
 
 

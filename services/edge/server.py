@@ -8,7 +8,6 @@ NOT_SERVING so that load balancers stop sending before in-flight calls are drain
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent import futures
@@ -50,7 +49,6 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
         context.abort(code, message)
 
     def Classify(self, request: edge_pb2.ClassifyRequest, context: grpc.ServicerContext) -> edge_pb2.ClassifyResponse:
-        start = time.perf_counter()
         model = self._model_or_abort(context)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:  # the caller gave up already: do not spend the CPU
@@ -61,8 +59,6 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
             self.metrics.frames.labels("invalid").inc()
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.too_large else grpc.StatusCode.INVALID_ARGUMENT
             self._abort(context, code, str(exc))
-        self.metrics.frames.labels("ok").inc()
-        self.metrics.latency.labels("total").observe(time.perf_counter() - start)
         return edge_pb2.ClassifyResponse(result=result)
 
     def StreamClassify(self, request_iterator: Iterator[edge_pb2.Frame], context: grpc.ServicerContext) -> Iterator[edge_pb2.FrameResult]:
@@ -85,7 +81,6 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
             self.metrics.active_streams.dec()
 
     def _stream_frame(self, frame: edge_pb2.Frame, tracker: FaceTracker, context: grpc.ServicerContext) -> edge_pb2.FrameResult:
-        start = time.perf_counter()
         model = self._model_or_abort(context)
         try:
             result = self.pipeline.process(frame, model.version, tracker)
@@ -95,8 +90,6 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
             return edge_pb2.FrameResult(
                 sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_INVALID, error=str(exc), model_version=model.version
             )
-        self.metrics.frames.labels("ok").inc()
-        self.metrics.latency.labels("total").observe(time.perf_counter() - start)
         return result
 
     def GetModelInfo(self, request: edge_pb2.GetModelInfoRequest, context: grpc.ServicerContext) -> edge_pb2.ModelInfo:
