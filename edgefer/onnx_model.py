@@ -46,6 +46,13 @@ class OnnxFaceClassifier:
         meta = self.session.get_modelmeta()
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
 
+    def input_spec(self) -> dict:
+        """The graph's declared input as the registry records it: name, dtype, shape with "N" for a free dim."""
+        (declared,) = self.session.get_inputs()[:1]
+        dtypes = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16"}
+        shape = [dim if isinstance(dim, int) else "N" for dim in declared.shape]
+        return {"name": declared.name, "dtype": dtypes.get(declared.type, declared.type), "shape": shape}
+
     def logits(self, faces: np.ndarray) -> np.ndarray:
         """faces: uint8 or float (N, 48, 48) or (N, 1, 48, 48) raw pixels -> float32 logits (N, 7)."""
         batch = np.asarray(faces, dtype=np.float32)

@@ -1,4 +1,9 @@
-"""`edgefer-edge`: run an edge node. SIGHUP reloads the model file (atomic swap); SIGTERM drains and exits."""
+"""`edgefer-edge`: run an edge node.
+
+Without a registry it serves --model-path and SIGHUP reloads that file; with --redis-url it serves the
+last verified model from its cache at once and then follows the fleet's desired record (SIGHUP makes
+it look now). Either way a swap is atomic and SIGTERM drains and exits.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,15 @@ import threading
 
 from prometheus_client import start_http_server
 
+from edgefer.registry.connection import connect
+from edgefer.registry.signing import ManifestVerifier
+from edgefer.registry.store import ModelRegistry
 from services.edge.metrics import EdgeMetrics
+from services.edge.model_cache import ModelCache
 from services.edge.model_holder import ModelLoadError, load_model_file
 from services.edge.server import RunningServer, start_server
 from services.edge.settings import EdgeSettings
+from services.edge.sync_agent import SyncAgent, SyncConfig
 
 log = logging.getLogger("edgefer.edge")
 
@@ -28,25 +38,53 @@ def reload_model(node: RunningServer, settings: EdgeSettings) -> None:
     log.info("serving model %s (sha256 %s)", model.version, model.sha256[:12])
 
 
+def start_sync_agent(node: RunningServer, settings: EdgeSettings) -> SyncAgent:
+    """Serve the cached model (or the bootstrap file) now, then follow the registry in the background."""
+    if settings.registry_public_key is None:
+        raise ValueError("setting registry_public_key is required with redis_url: nodes serve signed models only")
+    agent = SyncAgent(
+        ModelRegistry(connect(settings), settings.fleet),
+        ManifestVerifier(settings.registry_public_key),
+        node,
+        ModelCache(settings.model_cache_dir),
+        SyncConfig(settings.node_id, settings.sync_poll_seconds, settings.heartbeat_seconds, threads=settings.intra_op_threads),
+    )
+    if not agent.serve_cached() and settings.model_path.exists():
+        reload_model(node, settings)  # a first boot with no cache: serve the image's model until the registry answers
+    agent.start()
+    return agent
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        settings = EdgeSettings.from_args(argv)
+        settings = EdgeSettings.from_args(argv, "edgefer-edge", "EdgeFER edge inference node")
     except ValueError as exc:
         print(f"edgefer-edge: error: {exc}", file=sys.stderr)
         return 2
     metrics = EdgeMetrics()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
-    node = start_server(settings, metrics)
+    try:
+        node = start_server(settings, metrics)
+        agent = start_sync_agent(node, settings) if settings.redis_url else None
+    except (ValueError, OSError) as exc:
+        print(f"edgefer-edge: error: {exc}", file=sys.stderr)
+        return 2
     log.info("listening on %s:%d (metrics on :%d)", settings.host, node.port, settings.metrics_port)
-    reload_model(node, settings)
+    if agent is None:
+        reload_model(node, settings)
+        on_hangup = lambda *_: threading.Thread(target=reload_model, args=(node, settings)).start()  # noqa: E731
+    else:
+        on_hangup = lambda *_: agent.poke()  # noqa: E731
     stop = threading.Event()
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload_model, args=(node, settings)).start())
+    signal.signal(signal.SIGHUP, on_hangup)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     log.info("shutting down: NOT_SERVING, draining for up to %.0fs", settings.grace_seconds)
+    if agent is not None:
+        agent.stop()
     node.stop(settings.grace_seconds)
     return 0
 

@@ -24,3 +24,10 @@ class EdgeMetrics:
         self.batch_faces = Histogram(
             "edgefer_inference_batch_faces", "Faces per onnxruntime call", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
         )
+        self.registry_connected = Gauge("edgefer_registry_connected", "1 while the model registry (Redis) is reachable", registry=r)
+        self.sync_failures = Counter(
+            "edgefer_model_sync_failures", "Registry versions refused, by reason (signature, integrity, load)", ["reason"], registry=r
+        )
+        self.sync_seconds = Histogram(
+            "edgefer_model_sync_seconds", "Fetch, verify, load and swap of a new version", buckets=LATENCY_BUCKETS, registry=r
+        )

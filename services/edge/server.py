@@ -155,6 +155,13 @@ class RunningServer:
         self.metrics.model.info({"version": model.version, "sha256": model.sha256})
         self.set_serving(True)
 
+    def rollback(self) -> LoadedModel:
+        """Serve the previous model again, at once (it is still loaded)."""
+        model = self.holder.rollback()
+        self.metrics.swaps.inc()
+        self.metrics.model.info({"version": model.version, "sha256": model.sha256})
+        return model
+
     def stop(self, grace: float) -> None:
         self.set_serving(False)
         self.server.stop(grace).wait()

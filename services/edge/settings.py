@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-from dataclasses import dataclass, fields
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"EDGEFER_{name.upper()}", default)
+from edgefer.env_settings import EnvSettings
+from edgefer.registry.connection import RegistryAccess
 
 
 @dataclass(frozen=True)
-class EdgeSettings:
+class EdgeSettings(RegistryAccess, EnvSettings):
     host: str = "0.0.0.0"
     port: int = 50051
     metrics_port: int = 9100  # 0 disables the metrics endpoint
@@ -31,42 +30,10 @@ class EdgeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set for mutual TLS
-
-    @classmethod
-    def from_env(cls) -> EdgeSettings:
-        values: dict = {}
-        for f in fields(cls):
-            raw = os.environ.get(f"EDGEFER_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = _parse(f.name, raw, f.type)
-        return cls(**values)
-
-    @classmethod
-    def from_args(cls, argv: list[str] | None = None) -> EdgeSettings:
-        base = cls.from_env()
-        parser = argparse.ArgumentParser(prog="edgefer-edge", description="EdgeFER edge inference node")
-        for f in fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            if f.type == "bool":
-                parser.add_argument(flag, default=getattr(base, f.name), action=argparse.BooleanOptionalAction)
-            else:
-                parser.add_argument(flag, default=getattr(base, f.name), type=lambda raw, f=f: _parse(f.name, raw, f.type))
-        return cls(**vars(parser.parse_args(argv)))
-
-
-def _parse(name: str, raw: str, kind: str):
-    """Convert an environment or flag string to the field's type, naming the setting when it cannot."""
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "bool":
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes")
-        if kind.startswith("Path"):
-            return Path(raw) if raw else None
-        return raw
-    except ValueError as exc:
-        raise ValueError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
+    # Model registry (Redis); an empty redis_url serves model_path only.
+    redis_url: str = ""
+    node_id: str = socket.gethostname()
+    registry_public_key: Path | None = None  # Ed25519 key that must have signed every manifest
+    model_cache_dir: Path = Path("model-cache")
+    sync_poll_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0

@@ -1,0 +1,42 @@
+"""How every EdgeFER process connects to Redis: URL, ACL user and password, optional TLS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """Where a fleet's registry lives and how to log in; every process that talks to it inherits these fields."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"  # rediss:// turns TLS on
+    redis_username: str = ""  # a Redis ACL user; empty means the default user
+    redis_password: str = ""
+    redis_tls_ca: Path | None = None
+    redis_tls_cert: Path | None = None  # client certificate, for Redis with tls-auth-clients
+    redis_tls_key: Path | None = None
+    redis_timeout_s: float = 5.0
+    fleet: str = "default"
+
+
+def connect(access: RegistryAccess) -> redis.Redis:
+    """A client that fails fast (timeouts) so callers can fall back to their own reconnect policy."""
+    options: dict = {
+        "username": access.redis_username or None,
+        "password": access.redis_password or None,
+        "socket_timeout": access.redis_timeout_s,
+        "socket_connect_timeout": min(access.redis_timeout_s, 2.0),
+        "health_check_interval": 10,
+    }
+    if access.redis_url.startswith("rediss://"):
+        options.update(
+            ssl_ca_certs=str(access.redis_tls_ca) if access.redis_tls_ca else None,
+            ssl_certfile=str(access.redis_tls_cert) if access.redis_tls_cert else None,
+            ssl_keyfile=str(access.redis_tls_key) if access.redis_tls_key else None,
+        )
+    elif access.redis_tls_ca or access.redis_tls_cert:
+        raise ValueError(f"Redis TLS files are set but the URL {access.redis_url!r} is not rediss://")
+    return redis.Redis.from_url(access.redis_url, **options)

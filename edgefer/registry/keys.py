@@ -1,0 +1,46 @@
+"""Redis key names of one fleet, in one place so that writers and readers cannot drift apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FleetKeys:
+    fleet: str = "default"
+    prefix: str = "edgefer"
+
+    @property
+    def _base(self) -> str:
+        return f"{self.prefix}:{self.fleet}"
+
+    @property
+    def version_counter(self) -> str:
+        return f"{self._base}:version-counter"
+
+    @property
+    def versions(self) -> str:
+        """Sorted set: version -> created unix time."""
+        return f"{self._base}:versions"
+
+    def manifest(self, version: int) -> str:
+        return f"{self._base}:model:{version}:manifest"
+
+    def blob(self, version: int) -> str:
+        return f"{self._base}:model:{version}:onnx"
+
+    @property
+    def desired(self) -> str:
+        return f"{self._base}:desired"
+
+    @property
+    def channel(self) -> str:
+        return f"{self._base}:announce"
+
+    @property
+    def nodes(self) -> str:
+        """Sorted set: node id -> last heartbeat unix time (outlives the expiring status records)."""
+        return f"{self._base}:nodes"
+
+    def node_status(self, node_id: str) -> str:
+        return f"{self._base}:node:{node_id}"

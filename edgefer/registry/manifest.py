@@ -1,0 +1,87 @@
+"""The manifest of one published model version, and the canonical bytes its signature covers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+from edgefer.labels import CLASSES, FACE_SIZE
+
+# What every node serves: raw 0..255 gray faces in, 7 logits out (see edgefer.onnx_model).
+EXPECTED_INPUT = {"name": "faces", "dtype": "float32", "shape": ["N", 1, FACE_SIZE, FACE_SIZE]}
+
+
+class ManifestError(ValueError):
+    """A manifest or a blob that must not be served; the message says which check failed."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    name: str
+    sha256: str
+    size: int
+    input: dict
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    metrics: dict = field(default_factory=dict)
+    created: str = ""
+    parent: int | None = None
+    key_id: str = ""
+    signature: str = ""  # base64 Ed25519 over signed_bytes()
+
+    def signed_bytes(self) -> bytes:
+        """Canonical JSON of every field but the signature: what the worker signs and nodes verify."""
+        body = asdict(self)
+        body.pop("signature")
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def with_signature(self, signature: bytes) -> Manifest:
+        return replace(self, signature=base64.b64encode(signature).decode())
+
+    def signature_bytes(self) -> bytes:
+        try:
+            return base64.b64decode(self.signature, validate=True)
+        except ValueError as exc:
+            raise ManifestError(f"version {self.version}: signature is not base64") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Manifest:
+        try:
+            data = json.loads(raw)
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise ManifestError(f"unreadable manifest ({exc})") from exc
+
+    def check_blob(self, blob: bytes) -> None:
+        """Size and sha256 of the fetched bytes must be the ones that were signed."""
+        if len(blob) != self.size:
+            raise ManifestError(f"version {self.version}: blob is {len(blob)} bytes, manifest says {self.size}")
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != self.sha256:
+            raise ManifestError(f"version {self.version}: blob sha256 {digest[:12]} does not match {self.sha256[:12]}")
+
+    def check_input(self) -> None:
+        """A node serves only graphs with the input every client and the crop pipeline rely on."""
+        if self.input != EXPECTED_INPUT:
+            raise ManifestError(f"version {self.version}: input {self.input} is not the expected {EXPECTED_INPUT}")
+        if list(self.classes) != list(CLASSES):
+            raise ManifestError(f"version {self.version}: classes {self.classes} are not {list(CLASSES)}")
+
+
+def new_manifest(blob: bytes, version: int, name: str, input_spec: dict, metrics: dict, parent: int | None) -> Manifest:
+    return Manifest(
+        version=version,
+        name=name,
+        sha256=hashlib.sha256(blob).hexdigest(),
+        size=len(blob),
+        input=input_spec,
+        metrics=metrics,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        parent=parent,
+    )
