@@ -8,7 +8,9 @@ DATA   ?= ../shared/data/fer2013
 PROTOS := $(shell find proto -name '*.proto')
 STUBS  := edgefer/v1/edge_pb2.py
 
-.PHONY: setup proto demo test train-baseline export-baseline bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup proto redis-server demo test train-baseline export-baseline bench clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +25,14 @@ $(STUBS): $(PROTOS) edgefer/protogen.py $(STAMP)
 
 proto: $(STUBS)
 
-setup: $(STAMP) $(STUBS)
+# The registry tests, the benchmarks and the demo fleet start real redis-server processes.
+redis-server:
+	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian package, first run only)"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server >/dev/null; }; }
+
+setup: $(STAMP) $(STUBS) redis-server
 
 demo: setup
 	@$(BIN)/edgefer-classify --model models/ean-baseline.onnx --data $(DATA)/test_public.npz --show 14

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import cv2
 import grpc
 import numpy as np
 
+from edgefer.localfleet.ports import free_port
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 
 SHARED_TEST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fer2013" / "test_public.npz"
@@ -95,12 +95,6 @@ def measure(target: str, frames: list[edge_pb2.Frame], streams: int, seconds: fl
         c.close()
     lat = np.asarray(window) * 1e3
     return len(window) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

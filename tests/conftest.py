@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edgefer.localfleet.ports import free_port  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FER = REPO.parent / "shared" / "data" / "fer2013"
@@ -38,8 +39,46 @@ def real_fer() -> Path:
     return SHARED_FER
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (for servers that must be started on a known port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+BASELINE_ONNX = REPO / "models" / "ean-baseline.onnx"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A real redis-server on a free loopback port (append-only file, so a kill keeps acknowledged data)."""
+    from edgefer.localfleet.redis_server import RedisServer
+
+    server = RedisServer(free_port(), tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from edgefer.registry.signing import generate_keypair
+
+    folder = tmp_path_factory.mktemp("keys")
+    generate_keypair(folder / "worker.pem", folder / "worker.pub")
+    return folder / "worker.pem", folder / "worker.pub"
+
+
+def linear_onnx(height: int = 48, width: int = 48) -> bytes:
+    """A tiny valid classifier graph (pooled pixels -> 7 logits) with an input of the given size."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [1, 7], [0.01 * k for k in range(7)])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["faces"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 1, height, width])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model.SerializeToString()

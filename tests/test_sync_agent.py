@@ -1,0 +1,156 @@
+"""A node's sync agent against a real redis-server and a real gRPC node in this process.
+
+Each refused version (corrupt bytes, bad signature, wrong input) leaves the old model serving and is
+reported in the node's status record and metrics; rollback is instant; a canary reaches only its nodes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edgefer.registry.connection import RegistryAccess, connect
+from edgefer.registry.manifest import EXPECTED_INPUT, new_manifest
+from edgefer.registry.signing import ManifestSigner, ManifestVerifier, generate_keypair
+from edgefer.registry.store import ModelRegistry
+from services.edge.model_cache import ModelCache
+from services.edge.server import start_server
+from services.edge.settings import EdgeSettings
+from services.edge.sync_agent import SyncAgent, SyncConfig
+from tests.conftest import BASELINE_ONNX, linear_onnx
+
+FLEET = "agents"
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def fleet(redis_server, signing_keys, tmp_path: Path):
+    """Start in-process nodes by id; yields (registry, signer, start_node)."""
+    registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), FLEET)
+    started = []
+
+    def start_node(node_id: str):
+        node = start_server(EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1))
+        config = SyncConfig(node_id, poll_interval_s=1.0, heartbeat_s=0.5)
+        own_registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), FLEET)
+        agent = SyncAgent(own_registry, ManifestVerifier(signing_keys[1]), node, ModelCache(tmp_path / node_id), config)
+        agent.start()
+        started.append((node, agent))
+        return node, agent
+
+    yield registry, ManifestSigner(signing_keys[0]), start_node
+    for node, agent in started:
+        agent.stop()
+        node.stop(0)
+
+
+def serving(node) -> str | None:
+    model = node.holder.current()
+    return model.version if model else None
+
+
+def status_of(registry: ModelRegistry, node_id: str):
+    return registry.node_statuses()[1].get(node_id)
+
+
+def publish_good(registry, signer, promote: bool = True) -> int:
+    return registry.publish(BASELINE_ONNX.read_bytes(), "good", EXPECTED_INPUT, {}, signer, promote=promote).version
+
+
+def corrupt_blob(registry, signer, tmp_path):
+    blob = BASELINE_ONNX.read_bytes()
+    manifest = signer.sign(new_manifest(blob, 50, "corrupt", EXPECTED_INPUT, {}, None))
+    return manifest, blob[:1000] + bytes([blob[1000] ^ 0xFF]) + blob[1001:], "integrity", "sha256"
+
+
+def foreign_signature(registry, signer, tmp_path):
+    generate_keypair(tmp_path / "rogue.pem", tmp_path / "rogue.pub")
+    blob = BASELINE_ONNX.read_bytes()
+    manifest = ManifestSigner(tmp_path / "rogue.pem").sign(new_manifest(blob, 50, "rogue", EXPECTED_INPUT, {}, None))
+    return manifest, blob, "signature", "bad signature"
+
+
+def unsigned(registry, signer, tmp_path):
+    blob = BASELINE_ONNX.read_bytes()
+    return new_manifest(blob, 50, "unsigned", EXPECTED_INPUT, {}, None), blob, "signature", "unsigned"
+
+
+def wrong_input(registry, signer, tmp_path):
+    blob = linear_onnx(64, 64)
+    spec = {"name": "faces", "dtype": "float32", "shape": ["N", 1, 64, 64]}
+    return signer.sign(new_manifest(blob, 50, "wide", spec, {}, None)), blob, "input", "is not the expected"
+
+
+def lying_manifest(registry, signer, tmp_path):
+    """Signed, claims the right input, but the graph takes 64x64: the load-time check catches it."""
+    blob = linear_onnx(64, 64)
+    return signer.sign(new_manifest(blob, 50, "liar", EXPECTED_INPUT, {}, None)), blob, "load", "input must be"
+
+
+@pytest.mark.parametrize("make_bad", [corrupt_blob, foreign_signature, unsigned, wrong_input, lying_manifest])
+def test_a_bad_version_is_refused_and_the_old_model_keeps_serving(fleet, tmp_path, make_bad) -> None:
+    registry, signer, start_node = fleet
+    good = publish_good(registry, signer)
+    node, _ = start_node("n1")
+    assert wait_for(lambda: serving(node) == str(good))
+    manifest, blob, reason, message = make_bad(registry, signer, tmp_path)
+    registry.put(manifest, blob)
+    registry.promote(manifest.version)
+    assert wait_for(lambda: message in getattr(status_of(registry, "n1"), "last_error", ""))
+    status = status_of(registry, "n1")
+    assert serving(node) == str(good) and status.version == str(good) and status.error_version == manifest.version
+    assert node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": reason}) == 1
+    time.sleep(1.2)  # a poll later: not fetched and refused again
+    assert node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": reason}) == 1
+    fixed = publish_good(registry, signer)  # the next good version clears the error
+    assert wait_for(lambda: serving(node) == str(fixed) and status_of(registry, "n1").last_error == "")
+
+
+def test_rollback_is_instant_from_the_model_kept_loaded(fleet) -> None:
+    registry, signer, start_node = fleet
+    first = publish_good(registry, signer)
+    node, _ = start_node("n1")
+    assert wait_for(lambda: serving(node) == str(first))
+    second = publish_good(registry, signer)
+    assert wait_for(lambda: serving(node) == str(second))
+    registry.client.delete(registry.keys.blob(first))  # rollback must not need to fetch anything
+    registry.rollback()
+    assert wait_for(lambda: serving(node) == str(first))
+    assert node.holder.previous().version == str(second)
+
+
+def test_canary_reaches_only_its_nodes_until_promoted(fleet) -> None:
+    registry, signer, start_node = fleet
+    stable = publish_good(registry, signer)
+    nodes = {node_id: start_node(node_id)[0] for node_id in ("a", "b", "c")}
+    assert wait_for(lambda: all(serving(n) == str(stable) for n in nodes.values()))
+    candidate = publish_good(registry, signer, promote=False)
+    registry.set_canary(candidate, ["b"], 0)
+    assert wait_for(lambda: serving(nodes["b"]) == str(candidate))
+    time.sleep(1.2)  # past a poll: the others stay on the stable version
+    assert serving(nodes["a"]) == serving(nodes["c"]) == str(stable)
+    registry.promote(candidate)
+    assert wait_for(lambda: all(serving(n) == str(candidate) for n in nodes.values()))
+
+
+def test_verified_models_are_cached_and_a_tampered_cache_is_not_served(fleet, signing_keys, tmp_path) -> None:
+    registry, signer, start_node = fleet
+    version = publish_good(registry, signer)
+    node, _ = start_node("n1")
+    assert wait_for(lambda: serving(node) == str(version))
+    cache = ModelCache(tmp_path / "n1")
+    verifier = ManifestVerifier(signing_keys[1])
+    manifest, blob = cache.load_current(verifier)
+    assert manifest.version == version and blob == BASELINE_ONNX.read_bytes()
+    (tmp_path / "n1" / f"{version}.onnx").write_bytes(blob[:-10])
+    assert cache.load_current(verifier) is None
