@@ -181,6 +181,95 @@ def _run_export(args: argparse.Namespace) -> None:
           f"{card.params:,} params) and {args.output.with_suffix('.json')}")
 
 
+def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    p = sub.add_parser("prune", help="structured channel pruning with local channel retraining, resumable per step")
+    _add_training_flags(p, settings, "prune", epochs=1)  # per phase: --local-epochs, --finetune-epochs
+    p.set_defaults(lr=0.02, func=_run_prune)
+    p.add_argument("--model", type=Path, required=True, help="the (distilled) model.pt to prune")
+    p.add_argument("--target", type=float, default=0.5, help="share of multiply-adds to remove (0..1)")
+    p.add_argument("--importance", default="l2-gamma", choices=["l2-gamma", "l1", "bn-gamma", "random"])
+    p.add_argument("--l2-weight", type=float, default=0.5, help="l2-gamma: weight of the kernel L2 norm against |gamma|")
+    p.add_argument("--ratios", default="derived", choices=["derived", "uniform"], help="per-layer ratios")
+    p.add_argument("--min-keep-fraction", type=float, default=0.2, help="floor of channels kept per layer")
+    p.add_argument("--max-ratio", type=float, default=0.8, help="cap on any layer's pruning ratio")
+    p.add_argument("--steps", type=int, default=1, help="iterative pruning: prune+retrain steps to reach the target")
+    p.add_argument("--local-epochs", type=int, default=3, help="per step, retraining only the touched layers")
+    p.add_argument("--finetune-epochs", type=int, default=6, help="per step, fine-tuning the whole network")
+    p.add_argument("--no-local-retraining", action="store_true", help="spend the local epochs on whole-network fine-tuning")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the unpruned model's soft labels")
+
+
+def _run_prune(args: argparse.Namespace) -> None:
+    from compression_worker.prune.pipeline import PruneConfig, run_prune
+
+    data, optim, device = _training_setup(args)
+    cfg = PruneConfig(
+        target_macs_reduction=args.target,
+        importance=args.importance,
+        l2_weight=args.l2_weight,
+        ratios=args.ratios,
+        min_keep_fraction=args.min_keep_fraction,
+        max_ratio=args.max_ratio,
+        steps=args.steps,
+        local_epochs=args.local_epochs,
+        finetune_epochs=args.finetune_epochs,
+        local_retraining=not args.no_local_retraining,
+        temperature=args.temperature,
+        alpha=args.alpha,
+    )
+    run_prune(args.model, cfg, data, optim, args.workdir, device)
+
+
+def _add_quantize(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    p = sub.add_parser("quantize", help="INT8 static quantization (QDQ, per-channel) of an exported ONNX model")
+    p.add_argument("--model", type=Path, required=True, help="the float .onnx (with its .json card beside it)")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=settings.train_data, help="training faces to calibrate on")
+    p.add_argument("--usage", default=None)
+    p.add_argument("--calibration-faces", type=int, default=350)
+    p.add_argument("--test-data", type=Path, default=settings.test_data)
+    p.add_argument("--threads", type=int, default=settings.threads)
+    p.set_defaults(func=_run_quantize)
+
+
+def _run_quantize(args: argparse.Namespace) -> None:
+    import json
+
+    from compression_worker.evaluation import evaluate_file, save_confusion_png
+    from compression_worker.model_card import build_card
+    from compression_worker.quantize import calibration_faces, quantize_int8
+    from edgefer.datasets import data_sha256, load_faces
+    from edgefer.onnx_model import OnnxFaceClassifier
+
+    OnnxFaceClassifier(args.model)  # names a missing or broken file before any work
+    train = load_faces(args.data, args.usage)
+    quantize_int8(args.model, args.output, calibration_faces(train.x, train.y, args.calibration_faces))
+    faces = load_faces(args.test_data)
+    report = evaluate_file(args.output, faces, None, args.threads)
+    float_report = evaluate_file(args.model, faces, None, args.threads)
+    stem = args.output.with_suffix("")
+    save_confusion_png(report, stem.parent / f"{stem.name}-confusion.png", f"{args.output.name} on {args.test_data.name}")
+    source_card_path = args.model.with_suffix(".json")
+    source = json.loads(source_card_path.read_text()) if source_card_path.exists() else {}
+    card = build_card(
+        name=stem.name,
+        onnx_path=args.output,
+        params=source.get("params", 0),
+        architecture=source.get("architecture", {}),
+        mirror_average=source.get("mirror_average", True),
+        evaluation={args.test_data.stem: (report, str(args.test_data), data_sha256(args.test_data))},
+        training={"quantized_from": str(args.model), "float_accuracy": float_report.accuracy,
+                  "calibration_faces": args.calibration_faces, "calibration_data": str(args.data),
+                  "scheme": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
+                  "source_training": source.get("training", {})},
+    )
+    card.write(args.output.with_suffix(".json"))
+    print(report.format_table())
+    print(f"\nINT8 {100 * report.accuracy:.2f}% vs float {100 * float_report.accuracy:.2f}% on {args.test_data.name}; "
+          f"wrote {args.output} ({card.size_bytes:,} bytes) and {args.output.with_suffix('.json')}")
+
+
 def build_parser(settings: WorkerSettings | None = None) -> argparse.ArgumentParser:
     settings = settings or WorkerSettings()
     parser = argparse.ArgumentParser(prog="edgefer-worker", description=__doc__)
@@ -189,6 +278,8 @@ def build_parser(settings: WorkerSettings | None = None) -> argparse.ArgumentPar
     _add_distill(sub, settings)
     _add_evaluate(sub, settings)
     _add_export(sub, settings)
+    _add_prune(sub, settings)
+    _add_quantize(sub, settings)
     return parser
 
 

@@ -36,6 +36,10 @@ def onnx_complexity(path: str | Path) -> GraphComplexity:
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes = {vi.name: _dims(vi) for vi in [*inferred.graph.value_info, *inferred.graph.output]}
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    # An INT8 (QDQ) graph feeds Conv from DequantizeLinear(int8 weight, scale, zero point): look through it.
+    dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    quant_params = {name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for name in n.input[1:]}
+    weights = {**weights, **{out: weights[src] for out, src in dequantized.items() if src in weights}}
     macs = 0
     conv_layers = 0
     for node in inferred.graph.node:
@@ -51,5 +55,9 @@ def onnx_complexity(path: str | Path) -> GraphComplexity:
             rows = shapes.get(node.input[0], [1])[0] or 1
             if w is not None:
                 macs += rows * int(w.size)
-    params = sum(int(w.size) for w in weights.values() if w.ndim >= 1 and w.size > 1)
+    params = sum(
+        int(t.size)
+        for name, t in ((i.name, numpy_helper.to_array(i)) for i in model.graph.initializer)
+        if t.ndim >= 1 and t.size > 1 and name not in quant_params
+    )
     return GraphComplexity(macs=macs, params=params, conv_layers=conv_layers)

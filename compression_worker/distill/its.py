@@ -21,11 +21,11 @@ import torch
 
 from compression_worker.distill.loss import kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, refine, save_cached, teacher_soft_labels
-from compression_worker.model.ean import EAN, PRESETS, count_parameters
+from compression_worker.model.ean import EAN, PRESETS
 from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_model, save_model
-from compression_worker.training.run import DataConfig, DataSplits, load_splits
-from compression_worker.training.trainer import OptimConfig, Trainer, evaluate_model
+from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics
+from compression_worker.training.trainer import OptimConfig, Trainer
 from edgefer.datasets import data_sha256
 
 
@@ -53,15 +53,6 @@ class ITSConfig:
         return {**asdict(self), "teacher": str(self.teacher) if self.teacher else None}
 
 
-def _round_metrics(model: EAN, splits: DataSplits, device: torch.device, extra: dict) -> dict:
-    metrics = {**extra, "params": count_parameters(model), "val_acc": evaluate_model(model, splits.val, device).accuracy}
-    if splits.test is not None:
-        report = evaluate_model(model, splits.test, device)
-        metrics["test_acc"] = report.accuracy
-        metrics["test_per_class_recall"] = report.per_class_recall
-    return metrics
-
-
 def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device) -> EAN:
     folder = workdir / "round0"
     if cfg.teacher is not None:
@@ -73,7 +64,7 @@ def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Pat
         teacher = load_model(folder / "best.pt")
         source = "trained on hard labels"
     save_model(teacher, folder / "model.pt")
-    metrics = _round_metrics(teacher, splits, device, {"round": 0, "teacher": source})
+    metrics = model_metrics(teacher, splits, device, {"round": 0, "teacher": source})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return teacher
 
@@ -105,7 +96,7 @@ def _student_round(
     best = load_model(folder / "best.pt")
     save_model(best, folder / "model.pt")
     soft_agreement = float(np.mean(refined.argmax(1) == splits.train.y))
-    metrics = _round_metrics(best, splits, device, {"round": k, "soft_label_train_agreement": soft_agreement})
+    metrics = model_metrics(best, splits, device, {"round": k, "soft_label_train_agreement": soft_agreement})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return best, refined
 

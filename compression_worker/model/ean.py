@@ -33,6 +33,7 @@ class EANConfig:
     stem_stride: int = 1
     dropout: float = 0.2
     num_classes: int = NUM_CLASSES
+    eca_kernels: tuple[int, ...] = ()  # per block; empty: adaptive to the width (pinned when pruning changes widths)
 
     def __post_init__(self) -> None:
         if not self.widths or len(self.widths) != len(self.depths):
@@ -41,6 +42,8 @@ class EANConfig:
             raise ValueError("strides, when given, needs one entry per stage")
         if min(self.widths) < 1 or min(self.depths) < 1 or self.stem_channels < 1:
             raise ValueError("widths, depths and stem_channels must be positive")
+        if self.eca_kernels and len(self.eca_kernels) != sum(self.depths):
+            raise ValueError("eca_kernels, when given, needs one entry per block")
 
     @property
     def stage_strides(self) -> tuple[int, ...]:
@@ -52,7 +55,7 @@ class EANConfig:
     @classmethod
     def from_dict(cls, data: dict) -> EANConfig:
         values = dict(data)
-        for key in ("widths", "depths", "strides"):
+        for key in ("widths", "depths", "strides", "eca_kernels"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -84,11 +87,11 @@ class ConvBNAct(nn.Sequential):
 class DepthwiseSeparableECA(nn.Module):
     """3x3 depthwise -> 1x1 pointwise -> ECA, with an identity shortcut when the shape is kept."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, eca_kernel: int | None = None) -> None:
         super().__init__()
         self.dw = ConvBNAct(cin, cin, 3, stride=stride, groups=cin)
         self.pw = ConvBNAct(cin, cout, 1, act=stride != 1 or cin != cout)
-        self.eca = ECA(cout)
+        self.eca = ECA(cout, eca_kernel)
         self.has_shortcut = stride == 1 and cin == cout
         self.act = nn.ReLU(inplace=True) if self.has_shortcut else nn.Identity()
 
@@ -107,9 +110,10 @@ class EAN(nn.Module):
         self.stem = ConvBNAct(1, config.stem_channels, config.stem_kernel, stride=config.stem_stride)
         blocks: list[nn.Module] = []
         cin = config.stem_channels
+        kernels = iter(config.eca_kernels)
         for width, depth, stride in zip(config.widths, config.depths, config.stage_strides):
             for i in range(depth):
-                blocks.append(DepthwiseSeparableECA(cin, width, stride=stride if i == 0 else 1))
+                blocks.append(DepthwiseSeparableECA(cin, width, stride if i == 0 else 1, next(kernels, None)))
                 cin = width
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -41,6 +41,16 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     return DataSplits(full.subset(train_idx), full.subset(val_idx), test)
 
 
+def model_metrics(model: EAN, splits: DataSplits, device: torch.device, extra: dict) -> dict:
+    """Params, val accuracy and (when a test set is given) test accuracy and recall of a finished model."""
+    metrics = {**extra, "params": count_parameters(model), "val_acc": evaluate_model(model, splits.val, device).accuracy}
+    if splits.test is not None:
+        report = evaluate_model(model, splits.test, device)
+        metrics["test_acc"] = report.accuracy
+        metrics["test_per_class_recall"] = report.per_class_recall
+    return metrics
+
+
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,1 @@
+"""Structured channel pruning of EAN: importance criteria, per-layer ratios, DepGraph surgery, local retraining."""

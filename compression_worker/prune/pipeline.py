@@ -1,0 +1,172 @@
+"""The `prune` stage: importance -> per-layer keep counts -> DepGraph surgery -> local retraining -> fine-tune.
+
+Work directory, one folder per pruning step (several smaller steps when `steps` > 1), each complete
+once its metrics.json exists; a rerun skips finished steps and resumes training at its last epoch:
+    soft_labels.npz            the unpruned model's soft labels (the retraining teacher), cached
+    step1/ pruned.pt plan.json local/ finetune/ model.pt metrics.json
+    prune.json                 per-step metrics, the settings and the command
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from compression_worker.distill.loss import kd_criterion
+from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, save_cached, teacher_soft_labels
+from compression_worker.model.ean import EAN
+from compression_worker.provenance import git_commit, invocation
+from compression_worker.prune.importance import make_importance
+from compression_worker.prune.ratios import RatioPolicy, plan_keep
+from compression_worker.prune.retrain import changed_modules, only_training
+from compression_worker.prune.structure import channel_dims, dependency_graph, eca_kernels_of, macs_of, prune_channels
+from compression_worker.training.checkpoint import load_model, save_model
+from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics
+from compression_worker.training.trainer import OptimConfig, Trainer
+from edgefer.datasets import data_sha256
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    target_macs_reduction: float = 0.5  # of the unpruned model's multiply-adds
+    importance: str = "l2-gamma"  # l2-gamma | l1 | bn-gamma | random
+    l2_weight: float = 0.5  # l2-gamma: weight of the kernel norm against |gamma|
+    ratios: str = "derived"  # derived (global threshold) | uniform
+    min_keep_fraction: float = 0.2
+    max_ratio: float = 0.8
+    steps: int = 1  # iterative pruning: reach the target in this many prune+retrain steps
+    local_epochs: int = 3  # per step: only the touched layers (0 or local_retraining=False: none)
+    finetune_epochs: int = 6  # per step: the whole network
+    local_retraining: bool = True  # when off, the local epochs are spent fine-tuning the whole network
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the unpruned model's soft labels in the retraining loss
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_macs_reduction < 1:
+            raise ValueError(f"target MAC reduction must be in (0, 1), got {self.target_macs_reduction}")
+        if self.steps < 1 or self.local_epochs < 0 or self.finetune_epochs < 0:
+            raise ValueError("steps must be >= 1 and epochs >= 0")
+        make_importance(self.importance, self.l2_weight)  # validates the name
+        RatioPolicy(self.ratios)
+
+    def policy(self) -> RatioPolicy:
+        return RatioPolicy(self.ratios, self.min_keep_fraction, max_ratio=self.max_ratio)
+
+
+def layer_report(model: EAN, keep: dict[str, int], cfg: PruneConfig) -> list[dict]:
+    """Per channel dimension: channels before and after, ratio, and importance statistics."""
+    dims = channel_dims(model, dependency_graph(model), make_importance(cfg.importance, cfg.l2_weight))
+    rows = []
+    for dim in dims:
+        order = torch.sort(dim.scores).values
+        drop = dim.channels - keep[dim.key]
+        rows.append({
+            "layer": dim.key,
+            "before": dim.channels,
+            "after": keep[dim.key],
+            "ratio": drop / dim.channels,
+            "score_min": float(order[0]),
+            "score_mean": float(order.mean()),
+            "score_max": float(order[-1]),
+            "threshold": float(order[drop]) if drop < dim.channels else None,
+        })
+    return rows
+
+
+def format_report(rows: list[dict]) -> str:
+    lines = [f"{'layer':<8} {'before':>6} {'after':>6} {'ratio':>6} {'score min':>9} {'mean':>6} {'max':>6} {'kept from':>9}"]
+    for r in rows:
+        kept = f"{r['threshold']:.3f}" if r["threshold"] is not None else "-"
+        lines.append(f"{r['layer']:<8} {r['before']:>6} {r['after']:>6} {100 * r['ratio']:>5.1f}% "
+                     f"{r['score_min']:>9.3f} {r['score_mean']:>6.3f} {r['score_max']:>6.3f} {kept:>9}")
+    return "\n".join(lines)
+
+
+def _prune_step(current: EAN, reference_macs: int, goal: float, cfg: PruneConfig, folder: Path) -> EAN:
+    """Plan and cut one step (or load the cut made before a restart)."""
+    if (folder / "pruned.pt").exists():
+        return load_model(folder / "pruned.pt")
+    importance = make_importance(cfg.importance, cfg.l2_weight)
+    torch.manual_seed(0)  # the random criterion is seeded too
+    dims = channel_dims(current, dependency_graph(current), importance)
+    step_reduction = 1 - (1 - goal) * reference_macs / macs_of(current.config)
+    keep = plan_keep(current.config, eca_kernels_of(current), dims, step_reduction, cfg.policy())
+    rows = layer_report(current, keep, cfg)
+    pruned = prune_channels(current, keep, importance)
+    print(format_report(rows), flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.json").write_text(json.dumps({"keep": keep, "layers": rows}, indent=2))
+    save_model(pruned, folder / "pruned.pt")
+    return pruned
+
+
+def _retrain(pruned: EAN, before: EAN, cfg: PruneConfig, optim: OptimConfig, splits: DataSplits,
+             soft: torch.Tensor, folder: Path, device: torch.device) -> EAN:
+    criterion = kd_criterion(soft, cfg.alpha, cfg.temperature, optim.label_smoothing)
+    model = pruned
+    local_epochs = cfg.local_epochs if cfg.local_retraining else 0
+    finetune_epochs = cfg.finetune_epochs + (0 if cfg.local_retraining else cfg.local_epochs)
+    if local_epochs:
+        touched = changed_modules(before, pruned)
+        with only_training(model, touched) as trainable:
+            print(f"local retraining: {len(trainable)} tensors of {len(touched)} touched layers, the rest frozen", flush=True)
+            Trainer(model, replace(optim, epochs=local_epochs), folder / "local", device, criterion).fit(splits.train, splits.val)
+        model = load_model(folder / "local" / "best.pt")
+    if finetune_epochs:
+        print("fine-tuning the whole network", flush=True)
+        Trainer(model, replace(optim, epochs=finetune_epochs), folder / "finetune", device, criterion).fit(splits.train, splits.val)
+        model = load_model(folder / "finetune" / "best.pt")
+    return model
+
+
+def run_prune(teacher_path: Path, cfg: PruneConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
+              device: torch.device) -> dict:
+    """Run (or resume) every step; returns and writes workdir/prune.json (and summary.json beside the model)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source_commit = git_commit()
+    teacher = load_model(teacher_path)
+    splits = load_splits(data)
+    spec = SoftLabelSpec(cfg.temperature, mirror_average=True)
+    soft = load_cached(workdir / "soft_labels.npz", splits.train.x, spec)
+    if soft is None:
+        soft = teacher_soft_labels(teacher.to(device), splits.train.x, spec, device)
+        save_cached(workdir / "soft_labels.npz", soft, splits.train.x, spec)
+    soft_t = torch.from_numpy(soft).to(device)
+    reference = macs_of(teacher.config)
+    steps = [model_metrics(teacher, splits, device, {"step": 0, "macs": reference})]
+    current = teacher
+    for k in range(1, cfg.steps + 1):
+        folder = workdir / f"step{k}"
+        done = folder / "metrics.json"
+        if done.exists():
+            print(f"step {k}: already done, skipping", flush=True)
+            current = load_model(folder / "model.pt")
+        else:
+            goal = 1 - (1 - cfg.target_macs_reduction) ** (k / cfg.steps)
+            print(f"step {k}/{cfg.steps}: prune to {100 * (1 - goal):.1f}% of the MACs ({cfg.importance}, {cfg.ratios} ratios)")
+            pruned = _prune_step(current, reference, goal, cfg, folder)
+            current = _retrain(pruned, current, cfg, optim, splits, soft_t, folder, device)
+            save_model(current, folder / "model.pt")
+            metrics = model_metrics(current, splits, device, {"step": k, "macs": macs_of(current.config)})
+            done.write_text(json.dumps(metrics, indent=2))
+        steps.append(json.loads(done.read_text()))
+        test = f", test {100 * steps[-1]['test_acc']:.2f}%" if "test_acc" in steps[-1] else ""
+        print(f"step {k}: {steps[-1]['params']:,} params, {steps[-1]['macs'] / 1e6:.2f}M MACs/pass, "
+              f"val {100 * steps[-1]['val_acc']:.2f}%{test}", flush=True)
+    summary = {
+        "command": invocation(),
+        "git_commit": source_commit,
+        "teacher": str(teacher_path),
+        "prune": asdict(cfg),
+        "optim": optim.to_dict(),
+        "train_data": str(data.train_path),
+        "train_data_sha256": data_sha256(data.train_path),
+        "steps": steps,
+        "final_model": str(workdir / f"step{cfg.steps}" / "model.pt"),
+    }
+    (workdir / "prune.json").write_text(json.dumps(summary, indent=2))
+    (workdir / f"step{cfg.steps}" / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
