@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from compression_worker.complexity import onnx_complexity
+from compression_worker.latency import latency_ms
 from edgefer.onnx_model import OnnxFaceClassifier
 
 SHARED_TEST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fer2013" / "test_public.npz"
@@ -26,18 +27,6 @@ def sample_faces(n: int) -> np.ndarray:
     if SHARED_TEST.exists():
         return np.load(SHARED_TEST)["x"][:n]
     return np.random.default_rng(0).integers(0, 256, size=(n, 48, 48), dtype=np.uint8)
-
-
-def latency_ms(classifier: OnnxFaceClassifier, faces: np.ndarray, runs: int) -> tuple[float, float]:
-    for i in range(50):
-        classifier.logits(faces[i % len(faces)][None])
-    times = np.empty(runs)
-    for i in range(runs):
-        face = faces[i % len(faces)][None]
-        start = time.perf_counter()
-        classifier.logits(face)
-        times[i] = time.perf_counter() - start
-    return float(np.median(times) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
 def throughput(classifier: OnnxFaceClassifier, faces: np.ndarray, batch: int, seconds: float = 3.0) -> float:

@@ -17,9 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model_latency import latency_ms, sample_faces  # the sibling script
+from model_latency import sample_faces  # the sibling script
 from compression_worker.complexity import onnx_complexity
 from compression_worker.evaluation import predict_file
+from compression_worker.latency import latency_ms
 from edgefer.datasets import load_faces
 from edgefer.onnx_model import OnnxFaceClassifier
 

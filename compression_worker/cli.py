@@ -142,40 +142,10 @@ def _add_export(sub: argparse._SubParsersAction, settings: WorkerSettings) -> No
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    import json
+    from compression_worker.release import export_checkpoint
 
-    from compression_worker.evaluation import evaluate_file, save_confusion_png
-    from compression_worker.export import PARITY_TOLERANCE, export_onnx, parity_error
-    from compression_worker.model.ean import count_parameters
-    from compression_worker.model_card import build_card
-    from compression_worker.training.checkpoint import load_model
-    from edgefer.datasets import data_sha256, load_faces
-
-    model = load_model(args.checkpoint)
-    mirror = not args.no_mirror_average
-    summary_path = args.checkpoint.parent / "summary.json"
-    training = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    training.pop("test", None)
-    export_onnx(model, args.output, mirror_average=mirror)
-    faces = load_faces(args.test_data)
-    error = parity_error(model, args.output, faces.x[: args.parity_faces], mirror_average=mirror)
-    print(f"parity: max |onnxruntime - pytorch| = {error:.2e} on {min(len(faces), args.parity_faces)} real faces")
-    if error > PARITY_TOLERANCE:
-        args.output.unlink()
-        raise ValueError(f"{args.output}: parity error {error:.2e} exceeds {PARITY_TOLERANCE:.0e}; file removed")
-    stem = args.output.with_suffix("")
-    report = evaluate_file(args.output, faces, None, args.threads)
-    save_confusion_png(report, stem.parent / f"{stem.name}-confusion.png", f"{args.output.name} on {args.test_data.name}")
-    card = build_card(
-        name=stem.name,
-        onnx_path=args.output,
-        params=count_parameters(model),
-        architecture=model.config.to_dict(),
-        mirror_average=mirror,
-        evaluation={args.test_data.stem: (report, str(args.test_data), data_sha256(args.test_data))},
-        training=training,
-    )
-    card.write(args.output.with_suffix(".json"))
+    card, report = export_checkpoint(args.checkpoint, args.output, args.test_data, not args.no_mirror_average,
+                                     args.parity_faces, args.threads)
     print(report.format_table())
     print(f"\nwrote {args.output} ({card.size_bytes:,} bytes, {card.macs_per_face / 1e6:.2f}M MACs/face, "
           f"{card.params:,} params) and {args.output.with_suffix('.json')}")
@@ -234,39 +204,14 @@ def _add_quantize(sub: argparse._SubParsersAction, settings: WorkerSettings) -> 
 
 
 def _run_quantize(args: argparse.Namespace) -> None:
-    import json
+    from compression_worker.release import quantize_model
+    from edgefer.datasets import load_faces
 
-    from compression_worker.evaluation import evaluate_file, save_confusion_png
-    from compression_worker.model_card import build_card
-    from compression_worker.quantize import calibration_faces, quantize_int8
-    from edgefer.datasets import data_sha256, load_faces
-    from edgefer.onnx_model import OnnxFaceClassifier
-
-    OnnxFaceClassifier(args.model)  # names a missing or broken file before any work
     train = load_faces(args.data, args.usage)
-    quantize_int8(args.model, args.output, calibration_faces(train.x, train.y, args.calibration_faces))
-    faces = load_faces(args.test_data)
-    report = evaluate_file(args.output, faces, None, args.threads)
-    float_report = evaluate_file(args.model, faces, None, args.threads)
-    stem = args.output.with_suffix("")
-    save_confusion_png(report, stem.parent / f"{stem.name}-confusion.png", f"{args.output.name} on {args.test_data.name}")
-    source_card_path = args.model.with_suffix(".json")
-    source = json.loads(source_card_path.read_text()) if source_card_path.exists() else {}
-    card = build_card(
-        name=stem.name,
-        onnx_path=args.output,
-        params=source.get("params", 0),
-        architecture=source.get("architecture", {}),
-        mirror_average=source.get("mirror_average", True),
-        evaluation={args.test_data.stem: (report, str(args.test_data), data_sha256(args.test_data))},
-        training={"quantized_from": str(args.model), "float_accuracy": float_report.accuracy,
-                  "calibration_faces": args.calibration_faces, "calibration_data": str(args.data),
-                  "scheme": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
-                  "source_training": source.get("training", {})},
-    )
-    card.write(args.output.with_suffix(".json"))
+    card, report, float_accuracy = quantize_model(args.model, args.output, train, args.calibration_faces, args.test_data,
+                                                  args.threads)
     print(report.format_table())
-    print(f"\nINT8 {100 * report.accuracy:.2f}% vs float {100 * float_report.accuracy:.2f}% on {args.test_data.name}; "
+    print(f"\nINT8 {100 * report.accuracy:.2f}% vs float {100 * float_accuracy:.2f}% on {args.test_data.name}; "
           f"wrote {args.output} ({card.size_bytes:,} bytes) and {args.output.with_suffix('.json')}")
 
 

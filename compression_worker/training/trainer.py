@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from compression_worker.data.augment import AugmentConfig, augment_faces
 from compression_worker.model.ean import EAN
 from compression_worker.training.checkpoint import save_atomic, save_model
+from compression_worker.training.progress import report_epoch
 from compression_worker.training.schedule import warmup_cosine
 from edgefer.datasets import Faces
 from edgefer.metrics import ClassificationReport
@@ -130,14 +131,12 @@ class Trainer:
         workdir: Path,
         device: torch.device,
         criterion: Criterion | None = None,
-        on_epoch: Callable[[EpochLog], None] | None = None,
     ) -> None:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.cfg = cfg
         self.workdir = workdir
         self.device = device
         self.criterion = criterion or hard_label_loss(cfg.label_smoothing)
-        self.on_epoch = on_epoch
         self.optimizer = _make_optimizer(self.model, cfg)
         self.last_path = workdir / "last.pt"
         self.best_path = workdir / "best.pt"
@@ -204,8 +203,7 @@ class Trainer:
                 print(entry.line(cfg.epochs), flush=True)
                 log_file.write(json.dumps(asdict(entry)) + "\n")
                 log_file.flush()
-                if self.on_epoch:
-                    self.on_epoch(entry)
+                report_epoch(epoch + 1, cfg.epochs, asdict(entry))
         seconds = [h.seconds for h in history]
         return FitResult(best_acc, best_epoch, history, float(np.median(seconds)) if seconds else 0.0)
 

@@ -26,6 +26,10 @@ class FleetKeys:
     def manifest(self, version: int) -> str:
         return f"{self._base}:model:{version}:manifest"
 
+    def published_by(self, key: str) -> str:
+        """The version a job (idempotency key) published, so a redelivered job publishes once."""
+        return f"{self._base}:published-by:{key}"
+
     def blob(self, version: int) -> str:
         return f"{self._base}:model:{version}:onnx"
 

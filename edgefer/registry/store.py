@@ -31,21 +31,50 @@ class ModelRegistry:
     # -- versions ---------------------------------------------------------------------------------
 
     def publish(
-        self, blob: bytes, name: str, input_spec: dict, metrics: dict, signer: ManifestSigner, promote: bool = False
+        self,
+        blob: bytes,
+        name: str,
+        input_spec: dict,
+        metrics: dict,
+        signer: ManifestSigner,
+        promote: bool = False,
+        idempotency_key: str | None = None,
     ) -> Manifest:
-        """Store a new signed version (and optionally make it the fleet's desired version)."""
+        """Store a new signed version (and optionally make it the fleet's desired version).
+
+        With an idempotency key (a job id), a second publish under the same key stores nothing and
+        returns the version the first one stored: a job delivered twice publishes once.
+        """
+        marker = self.keys.published_by(idempotency_key) if idempotency_key else None
+        if marker and (earlier := self.client.get(marker)) is not None:
+            return self._existing(int(earlier))
         version = int(self.client.incr(self.keys.version_counter))
         manifest = signer.sign(new_manifest(blob, version, name, input_spec, metrics, parent=self.latest_version()))
-        self.put(manifest, blob)
+        try:
+            self.put(manifest, blob, marker)
+        except redis.WatchError:  # another delivery of the same job published meanwhile
+            return self._existing(int(self.client.get(marker)))
         if promote:
             self.promote(version)
         return manifest
 
-    def put(self, manifest: Manifest, blob: bytes) -> None:
+    def _existing(self, version: int) -> Manifest:
+        manifest = self.manifest(version)
+        if manifest is None:
+            raise RegistryError(f"version {version} is recorded as published but missing")
+        return manifest
+
+    def put(self, manifest: Manifest, blob: bytes, marker: str | None = None) -> None:
         """Store a manifest and its bytes as they are; a version, once stored, is never overwritten."""
         if self.client.exists(self.keys.manifest(manifest.version)):
             raise RegistryError(f"version {manifest.version} already exists")
         with self.client.pipeline(transaction=True) as tx:
+            if marker:
+                tx.watch(marker)
+                if tx.get(marker) is not None:
+                    raise redis.WatchError(marker)
+                tx.multi()
+                tx.set(marker, manifest.version)
             tx.set(self.keys.blob(manifest.version), blob)
             tx.set(self.keys.manifest(manifest.version), manifest.to_json())
             tx.zadd(self.keys.versions, {str(manifest.version): time.time()})

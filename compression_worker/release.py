@@ -1,0 +1,87 @@
+"""From a checkpoint to files that ship: ONNX export with a parity check, INT8, model cards, confusion PNGs.
+
+Shared by the `export`/`quantize` CLIs and the worker service, so a model published by a job carries
+exactly the card a hand-made one does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compression_worker.evaluation import evaluate_file, save_confusion_png
+from compression_worker.export import PARITY_TOLERANCE, export_onnx, parity_error
+from compression_worker.model.ean import count_parameters
+from compression_worker.model_card import ModelCard, build_card
+from compression_worker.quantize import calibration_faces, quantize_int8
+from compression_worker.training.checkpoint import load_model
+from edgefer.datasets import Faces, data_sha256, load_faces
+from edgefer.metrics import ClassificationReport
+from edgefer.onnx_model import OnnxFaceClassifier
+
+
+def export_checkpoint(
+    checkpoint: Path, output: Path, eval_data: Path, mirror: bool = True, parity_faces: int = 512, threads: int = 2
+) -> tuple[ModelCard, ClassificationReport]:
+    """Export, prove parity on real faces (the file is removed when it fails), evaluate, write the card."""
+    model = load_model(checkpoint)
+    summary_path = checkpoint.parent / "summary.json"
+    training = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    training.pop("test", None)
+    export_onnx(model, output, mirror_average=mirror)
+    faces = load_faces(eval_data)
+    error = parity_error(model, output, faces.x[:parity_faces], mirror_average=mirror)
+    print(f"parity: max |onnxruntime - pytorch| = {error:.2e} on {min(len(faces), parity_faces)} real faces")
+    if error > PARITY_TOLERANCE:
+        output.unlink()
+        raise ValueError(f"{output}: parity error {error:.2e} exceeds {PARITY_TOLERANCE:.0e}; file removed")
+    report = evaluate_file(output, faces, None, threads)
+    _confusion(report, output, eval_data)
+    card = build_card(
+        name=output.stem,
+        onnx_path=output,
+        params=count_parameters(model),
+        architecture=model.config.to_dict(),
+        mirror_average=mirror,
+        evaluation={eval_data.stem: (report, str(eval_data), data_sha256(eval_data))},
+        training=training,
+    )
+    card.write(output.with_suffix(".json"))
+    return card, report
+
+
+def quantize_model(
+    model_path: Path, output: Path, train: Faces, calibration_count: int, eval_data: Path, threads: int = 2
+) -> tuple[ModelCard, ClassificationReport, float]:
+    """INT8 of an exported model, its card (with the float model's accuracy beside it) and confusion PNG."""
+    OnnxFaceClassifier(model_path)  # names a missing or broken file before any work
+    quantize_int8(model_path, output, calibration_faces(train.x, train.y, calibration_count))
+    faces = load_faces(eval_data)
+    report = evaluate_file(output, faces, None, threads)
+    float_accuracy = evaluate_file(model_path, faces, None, threads).accuracy
+    _confusion(report, output, eval_data)
+    source_card = model_path.with_suffix(".json")
+    source = json.loads(source_card.read_text()) if source_card.exists() else {}
+    card = build_card(
+        name=output.stem,
+        onnx_path=output,
+        params=source.get("params", 0),
+        architecture=source.get("architecture", {}),
+        mirror_average=source.get("mirror_average", True),
+        evaluation={eval_data.stem: (report, str(eval_data), data_sha256(eval_data))},
+        training={
+            "quantized_from": str(model_path),
+            "float_accuracy": float_accuracy,
+            "calibration_faces": calibration_count,
+            "calibration_data": train.source,
+            "scheme": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
+            "source_training": source.get("training", {}),
+        },
+    )
+    card.write(output.with_suffix(".json"))
+    return card, report, float_accuracy
+
+
+def _confusion(report: ClassificationReport, output: Path, eval_data: Path) -> None:
+    stem = output.with_suffix("")
+    save_confusion_png(report, stem.parent / f"{stem.name}-confusion.png", f"{output.name} on {eval_data.name}")

@@ -1,0 +1,116 @@
+"""`edgefer-jobs`: submit a compression job and follow it with a progress bar, or look at jobs.
+
+    edgefer-jobs submit --data /data/fer2013/train.npz --set prune_target=0.6 --follow
+    edgefer-jobs status JOB_ID
+    edgefer-jobs list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import redis
+from tqdm import tqdm
+
+from compression_worker.service.job_queue import JobQueue
+from compression_worker.service.job_status import JobStatusStore
+from compression_worker.service.jobs import JobError, JobSpec
+from edgefer.env_settings import EnvSettings
+from edgefer.registry.connection import RegistryAccess, connect
+
+ENDED = ("published", "rejected", "failed")
+
+
+@dataclass(frozen=True)
+class JobsCliSettings(RegistryAccess, EnvSettings):
+    pass
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def follow(status: JobStatusStore, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None) -> dict:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}") as bar:
+        while True:
+            record = status.get(job_id) or {}
+            bar.n = record.get("percent", 0.0)
+            bar.set_description(f"{job_id} {record.get('stage', record.get('state', 'queued'))}")
+            last = record.get("last_epoch") or {}
+            if "val_acc" in last:
+                bar.set_postfix_str(f"epoch {record.get('epoch')}/{record.get('epochs')} val {100 * last['val_acc']:.1f}%")
+            bar.refresh()
+            if record.get("state") in ENDED or (deadline and time.monotonic() > deadline):
+                return record
+            time.sleep(poll_s)
+
+
+def describe(job_id: str, record: dict) -> str:
+    lines = [f"job {job_id}: {record.get('state', 'unknown')} (stage {record.get('stage', '-')}, {record.get('percent', 0)}%)"]
+    if record.get("error"):
+        lines.append(f"  error: {record['error']}")
+    gate = record.get("gate")
+    if gate:
+        lines.append(f"  gate: {'passed' if gate['passed'] else 'failed'} {'; '.join(gate['reasons'])}".rstrip())
+    if record.get("published_version") is not None:
+        lines.append(f"  published as version {record['published_version']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgefer-jobs", description=__doc__.splitlines()[0])
+    JobsCliSettings.add_arguments(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("submit", help="queue a job")
+    p.add_argument("--data", required=True, help="npz, fer2013.csv or class folder, as the worker sees it")
+    p.add_argument("--job-id", default="")
+    p.add_argument("--set", type=_setting, action="append", default=[], help="a pipeline setting, key=value (repeatable)")
+    p.add_argument("--follow", action="store_true", help="show a progress bar until the job ends")
+    p = sub.add_parser("status", help="one job")
+    p.add_argument("job_id")
+    sub.add_parser("list", help="recent jobs")
+    args = parser.parse_args(argv)
+    settings = JobsCliSettings.from_namespace(args)
+    try:
+        client = connect(settings)
+        status = JobStatusStore(client, settings.fleet)
+        if args.command == "submit":
+            spec = JobSpec.parse(json.dumps({"data": args.data, "job_id": args.job_id, **dict(args.set)}))
+            if status.get(spec.job_id) is None:  # a resubmitted job keeps its record (and publishes once)
+                status.update(spec.job_id, state="queued", spec=spec.to_json())
+            JobQueue(client, settings.fleet, "submitter").submit(spec.to_json())
+            print(f"submitted job {spec.job_id}")
+            if args.follow:
+                record = follow(status, spec.job_id)
+                print(describe(spec.job_id, record))
+                return 0 if record.get("state") == "published" else 1
+        elif args.command == "status":
+            record = status.get(args.job_id)
+            if record is None:
+                raise JobError(f"no job {args.job_id}")
+            print(describe(args.job_id, record))
+        else:
+            for job_id, record in status.recent():
+                print(describe(job_id, record).splitlines()[0])
+    except JobError as exc:
+        print(f"edgefer-jobs: error: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:
+        print(f"edgefer-jobs: error: registry unreachable ({exc})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The worker service's settings: one typed object, from EDGEFER_* environment variables and flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from compression_worker.service.gate import GateConfig
+from edgefer.env_settings import EnvSettings
+from edgefer.registry.connection import RegistryAccess
+
+
+@dataclass(frozen=True)
+class WorkerServiceSettings(RegistryAccess, EnvSettings):
+    work_dir: Path = Path("runs/jobs")
+    consumer: str = socket.gethostname()
+    signing_key: Path | None = None  # Ed25519 private key that signs every published manifest
+    metrics_port: int = 9200  # 0 disables
+    threads: int = os.cpu_count() or 1
+    claim_idle_s: float = 600.0  # take over a job another worker left silent this long
+    accuracy_tolerance: float = 0.005
+    max_latency_ms: float = 2.0
+    max_size_bytes: int = 2_000_000
+    max_macs: int = 25_000_000
+
+    def gate(self) -> GateConfig:
+        return GateConfig(self.accuracy_tolerance, self.max_latency_ms, self.max_size_bytes, self.max_macs)

@@ -1,0 +1,114 @@
+"""`edgefer-worker-service`: take jobs from the Redis Stream and run them, one at a time, forever.
+
+A bad job fails with its message in the job status and the worker goes on with the next; a worker
+that was killed picks its job up again on restart (or another worker claims it once it has been
+silent for `claim_idle_s`) and resumes at the stage it had reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import traceback
+
+import redis
+import torch
+from prometheus_client import start_http_server
+
+from compression_worker.service.job_queue import Delivery, JobQueue
+from compression_worker.service.job_status import JobStatusStore
+from compression_worker.service.jobs import JobError, JobSpec
+from compression_worker.service.metrics import WorkerMetrics
+from compression_worker.service.pipeline import JobContext, JobRunner
+from compression_worker.service.settings import WorkerServiceSettings
+from edgefer.datasets import DatasetError
+from edgefer.registry.connection import connect
+from edgefer.registry.signing import ManifestSigner
+from edgefer.registry.store import ModelRegistry
+
+log = logging.getLogger("edgefer.worker")
+
+
+class Worker:
+    def __init__(self, settings: WorkerServiceSettings, metrics: WorkerMetrics | None = None) -> None:
+        if settings.signing_key is None:
+            raise ValueError("setting signing_key is required: the worker signs what it publishes")
+        self.settings = settings
+        client = connect(settings)
+        self.registry = ModelRegistry(client, settings.fleet)
+        self.signer = ManifestSigner(settings.signing_key)
+        self.queue = JobQueue(client, settings.fleet, settings.consumer)
+        self.status = JobStatusStore(client, settings.fleet)
+        self.metrics = metrics or WorkerMetrics()
+        self.stop = threading.Event()
+
+    def run_forever(self) -> None:
+        self.metrics.stage.state("idle")
+        while not self.stop.is_set():
+            try:
+                delivery = self.queue.next(block_ms=1000, claim_idle_ms=int(self.settings.claim_idle_s * 1000))
+            except redis.RedisError as exc:
+                log.warning("registry unreachable (%s); retrying", exc)
+                self.stop.wait(2.0)
+                continue
+            if delivery is not None:
+                self.handle(delivery)
+
+    def handle(self, delivery: Delivery) -> str:
+        """Run one delivered job to its end; returns the outcome (the entry is acknowledged in every case)."""
+        try:
+            spec = JobSpec.parse(delivery.payload)
+        except JobError as exc:
+            job_id = f"entry-{delivery.entry_id}"
+            self.status.update(job_id, state="failed", error=str(exc))
+            return self._end(delivery, "failed", job_id)
+        if self.status.finished(spec.job_id):  # delivered twice: it ran to its end already
+            log.info("job %s already ended; acknowledging the duplicate delivery", spec.job_id)
+            self.queue.ack(delivery)
+            return "duplicate"
+        log.info("job %s: %s", spec.job_id, spec.to_json())
+        self.status.update(spec.job_id, state="running", spec=spec.to_json(), worker=self.settings.consumer)
+        try:
+            spec.check()
+            ctx = JobContext(spec, self.settings.work_dir / spec.job_id, self.registry, self.signer, self.settings.gate(),
+                             self.status, self.metrics, lambda: self.queue.keep_alive(delivery))
+            outcome = JobRunner(ctx).run()
+        except (JobError, DatasetError, ValueError, FileNotFoundError) as exc:
+            self.status.update(spec.job_id, state="failed", error=str(exc))
+            return self._end(delivery, "failed", spec.job_id)
+        except Exception as exc:  # a bug must not take the worker down with the job
+            log.error("job %s crashed:\n%s", spec.job_id, traceback.format_exc())
+            self.status.update(spec.job_id, state="failed", error=f"{type(exc).__name__}: {exc}")
+            return self._end(delivery, "failed", spec.job_id)
+        self.status.update(spec.job_id, state=outcome, percent=100.0, eta_s=0)
+        return self._end(delivery, outcome, spec.job_id)
+
+    def _end(self, delivery: Delivery, outcome: str, job_id: str) -> str:
+        self.queue.ack(delivery)
+        self.metrics.jobs.labels(outcome).inc()
+        self.metrics.stage.state("idle")
+        log.info("job %s: %s", job_id, outcome)
+        return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = WorkerServiceSettings.from_args(argv, "edgefer-worker-service", __doc__.splitlines()[0])
+        worker = Worker(settings)
+    except (ValueError, OSError) as exc:
+        print(f"edgefer-worker-service: error: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(settings.threads)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=worker.metrics.registry)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    log.info("taking jobs from %s as %s", worker.queue.stream, settings.consumer)
+    worker.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
