@@ -10,7 +10,7 @@ STUBS  := edgefer/v1/edge_pb2.py
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup proto redis-server demo test train-baseline export-baseline bench clean
+.PHONY: setup proto redis-server demo classify test train-baseline export-baseline bench clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ redis-server:
 
 setup: $(STAMP) $(STUBS) redis-server
 
+# The local fleet: redis-server, the worker, two edge nodes, two device clients, a rollout mid-stream.
 demo: setup
+	@$(BIN)/edgefer-demo
+
+# Classify FER2013 test faces with the shipped model (no fleet).
+classify: setup
 	@$(BIN)/edgefer-classify --model models/ean-baseline.onnx --data $(DATA)/test_public.npz --show 14
 
 test: setup

@@ -20,6 +20,7 @@ import cv2
 import grpc
 import numpy as np
 
+from edgefer.labels import FACE_SIZE
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from services.client.sources import SourceError, open_source
 
@@ -85,8 +86,8 @@ class DeviceClient:
         next_at = time.perf_counter()
         for frame in frames:
             next_at += self.period
-            ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            if not ok:
+            message = _frame_message(frame)
+            if message is None:
                 continue
             sequence = self.stats.sent
             self.stats.sent += 1
@@ -94,7 +95,8 @@ class DeviceClient:
                 self._sent_at[sequence] = time.perf_counter()
                 if keep_frames:
                     self._frames[sequence] = frame
-            yield edge_pb2.Frame(sequence=sequence, encoded=jpeg.tobytes())
+            message.sequence = sequence
+            yield message
             time.sleep(max(0.0, next_at - time.perf_counter()))
 
     def run(self, frames: Iterator[np.ndarray], writer: cv2.VideoWriter | None = None) -> StreamStats:
@@ -132,10 +134,21 @@ class DeviceClient:
             writer.write(annotate(frame, result))
 
 
+def _frame_message(frame: np.ndarray) -> edge_pb2.Frame | None:
+    """A 48x48 frame is a face crop (sent raw, no detection); anything else goes as JPEG for the node to search."""
+    if frame.shape[:2] == (FACE_SIZE, FACE_SIZE):
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        raw = edge_pb2.RawImage(width=FACE_SIZE, height=FACE_SIZE, format=edge_pb2.PIXEL_FORMAT_GRAY, pixels=gray.tobytes())
+        return edge_pb2.Frame(raw=raw, is_face_crop=True)
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return edge_pb2.Frame(encoded=jpeg.tobytes()) if ok else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgefer-client", description=__doc__)
     p.add_argument("--target", default="127.0.0.1:50051", help="edge node host:port")
-    p.add_argument("--source", required=True, help="video file, camera index (e.g. 0) or a folder of images")
+    p.add_argument("--source", required=True,
+                   help="video file, camera index (e.g. 0), a folder of images, faces.npz, or 'samples' (drawn faces)")
     p.add_argument("--fps", type=float, default=15.0, help="target frame rate (0: as fast as possible)")
     p.add_argument("--loop", action="store_true", help="repeat a video or folder")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: source length)")

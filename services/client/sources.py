@@ -1,4 +1,5 @@
-"""Frame sources for the device client: a video file, a camera index, or a folder of images (looped)."""
+"""Frame sources for the device client: a video file, a camera index, a folder of images (looped), the
+faces of an .npz file (48x48 crops), or `samples` (cartoon face crops drawn on the fly, needing no files)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgefer.datasets import IMAGE_SUFFIXES
+from edgefer.datasets import IMAGE_SUFFIXES, DatasetError, load_faces
+from services.client.samples import sample_faces
 
 
 class SourceError(ValueError):
@@ -16,7 +18,10 @@ class SourceError(ValueError):
 
 
 def open_source(spec: str, loop: bool = False) -> Iterator[np.ndarray]:
-    """BGR frames from `spec`: a digit is a camera index, a folder is read image by image, else a video file."""
+    """Frames from `spec`: a digit is a camera index, a folder is read image by image, an .npz gives its faces,
+    `samples` draws faces, else a video file. 48x48 frames are face crops."""
+    if spec == "samples":
+        return sample_faces()
     if spec.isdigit():
         return _video(cv2.VideoCapture(int(spec)), f"camera {spec}", loop=False)
     path = Path(spec)
@@ -24,6 +29,8 @@ def open_source(spec: str, loop: bool = False) -> Iterator[np.ndarray]:
         return _folder(path, loop)
     if not path.exists():
         raise SourceError(f"{path}: no such video file, folder or camera index")
+    if path.suffix == ".npz":
+        return _faces(path, loop)
     return _video(cv2.VideoCapture(str(path)), str(path), loop)
 
 
@@ -57,6 +64,21 @@ def _folder(folder: Path, loop: bool) -> Iterator[np.ndarray]:
                 frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 if frame is not None:
                     yield frame
+            if not loop:
+                return
+
+    return frames()
+
+
+def _faces(path: Path, loop: bool) -> Iterator[np.ndarray]:
+    try:
+        faces = load_faces(path).x
+    except DatasetError as exc:
+        raise SourceError(str(exc)) from exc
+
+    def frames() -> Iterator[np.ndarray]:
+        while True:
+            yield from faces
             if not loop:
                 return
 

@@ -1,0 +1,1 @@
+"""The local fleet demo behind `make demo`."""
