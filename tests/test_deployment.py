@@ -1,0 +1,144 @@
+"""Deployment files, checked without a Docker engine: they parse, the k3s manifests validate against the
+Kubernetes schemas, every path, port and EDGEFER_* setting they name exists and agrees with the services,
+and every metric the dashboard and alert rules use is exported by a running edge node or worker."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from dataclasses import fields
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client import start_http_server
+
+from compression_worker.service.metrics import WorkerMetrics
+from compression_worker.service.settings import WorkerServiceSettings
+from edgefer.localfleet.ports import free_port
+from edgefer.registry.cli import RegistryCliSettings
+from services.edge.metrics import EdgeMetrics
+from services.edge.settings import EdgeSettings
+
+REPO = Path(__file__).resolve().parent.parent
+K8S_VERSION = "1.31.0"
+YAML_FILES = sorted([REPO / "docker-compose.yml", *REPO.glob("k8s/*.yaml"), *REPO.glob("monitoring/**/*.yml"),
+                     *REPO.glob("monitoring/**/*.yaml")])
+SETTINGS = {f"EDGEFER_{f.name.upper()}" for cls in (EdgeSettings, WorkerServiceSettings, RegistryCliSettings) for f in fields(cls)}
+
+
+def documents(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def k8s_objects() -> list[dict]:
+    return [d for path in sorted(REPO.glob("k8s/*.yaml")) if path.name != "kustomization.yaml" for d in documents(path)]
+
+
+def test_every_yaml_and_json_file_parses() -> None:
+    assert len(YAML_FILES) >= 10
+    for path in YAML_FILES:
+        assert documents(path), path
+    json.loads((REPO / "monitoring/grafana/dashboards/edgefer-latency.json").read_text())
+
+
+def test_k3s_manifests_validate_against_the_kubernetes_schemas() -> None:
+    objects = k8s_objects()
+    kinds = {o["kind"] for o in objects}
+    assert {"Namespace", "StatefulSet", "Deployment", "DaemonSet", "Service", "ConfigMap", "Secret"} <= kinds
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "edgefer", obj["metadata"]["name"]
+
+
+def test_kustomizations_resolve() -> None:
+    for kustomization in (REPO / "k8s/kustomization.yaml", REPO / "monitoring/kustomization.yaml"):
+        spec = yaml.safe_load(kustomization.read_text())
+        for resource in spec.get("resources", []):
+            assert (kustomization.parent / resource).exists(), resource
+        for generator in spec.get("configMapGenerator", []):
+            for file in generator["files"]:
+                assert (kustomization.parent / file).is_file(), file
+    listed = set(yaml.safe_load((REPO / "k8s/kustomization.yaml").read_text())["resources"])
+    assert {p.name for p in REPO.glob("k8s/*.yaml")} - {"kustomization.yaml"} <= listed
+
+
+def test_edge_daemonset_is_arm64_with_grpc_probes_limits_and_secrets() -> None:
+    edge = next(o for o in k8s_objects() if o["kind"] == "DaemonSet")
+    pod = edge["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    (container,) = pod["containers"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["grpc"]["port"] == EdgeSettings.port
+    assert {"requests", "limits"} <= set(container["resources"])
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    secrets |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert secrets == {"edgefer-signing-public", "edgefer-redis"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": EdgeSettings.port, "metrics": EdgeSettings.metrics_port}
+    assert edge["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(EdgeSettings.metrics_port)
+
+
+def test_every_edgefer_variable_in_the_deployment_is_a_real_setting() -> None:
+    text = "\n".join(p.read_text() for p in [REPO / "docker-compose.yml", *REPO.glob("k8s/*.yaml"), *REPO.glob("docker/*")])
+    used = set(re.findall(r"\bEDGEFER_[A-Z_]+\b", text))
+    assert used and used <= SETTINGS, used - SETTINGS
+
+
+def test_compose_services_files_and_ports_agree() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "worker", "edge-1", "edge-2", "client", "prometheus", "grafana"} <= set(services)
+    assert "--requirepass" in services["redis"]["command"]
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            assert (REPO / build["context"] / build["dockerfile"]).is_file(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")) and not source.startswith(("./keys", "../shared")):  # user-provided
+                assert (REPO / source).exists(), f"{name}: {source}"
+    for node in ("edge-1", "edge-2"):
+        env = services[node]["environment"]
+        assert int(env["EDGEFER_PORT"]) == EdgeSettings.port and int(env["EDGEFER_METRICS_PORT"]) == EdgeSettings.metrics_port
+    assert int(services["worker"]["environment"]["EDGEFER_METRICS_PORT"]) == WorkerServiceSettings.metrics_port
+    scrape = yaml.safe_load((REPO / "monitoring/prometheus.yml").read_text())["scrape_configs"]
+    targets = {t for job in scrape for cfg in job["static_configs"] for t in cfg["targets"]}
+    assert targets == {f"edge-1:{EdgeSettings.metrics_port}", f"edge-2:{EdgeSettings.metrics_port}",
+                       f"worker:{WorkerServiceSettings.metrics_port}"}
+
+
+@pytest.mark.parametrize("dockerfile", ["edge.Dockerfile", "worker.Dockerfile"])
+def test_images_copy_what_exists_and_run_as_a_user(dockerfile: str) -> None:
+    text = (REPO / "docker" / dockerfile).read_text()
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for item in source.split():
+            assert (REPO / item).exists(), item
+    assert re.search(r"^USER (10001|edgefer)$", text, re.M)
+    if dockerfile == "edge.Dockerfile":
+        instructions = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+        assert "torch" not in instructions.lower() and "HEALTHCHECK" in text and "services.edge.healthcheck" in text
+
+
+def scrape(registry) -> set[str]:
+    port = free_port()
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {family(name) for name in re.findall(r"^# TYPE (\S+) ", body, re.M)}
+
+
+def family(sample_name: str) -> str:
+    return re.sub(r"_(total|bucket|count|sum|info)$", "", sample_name)
+
+
+def test_every_metric_in_the_dashboard_and_alerts_is_exported() -> None:
+    exported = scrape(EdgeMetrics().registry) | scrape(WorkerMetrics().registry)
+    dashboard = json.loads((REPO / "monitoring/grafana/dashboards/edgefer-latency.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [r["expr"] for g in yaml.safe_load((REPO / "monitoring/alerts.yml").read_text())["groups"] for r in g["rules"]]
+    used = {family(name) for expr in exprs for name in re.findall(r"\bedgefer_[a-z_]+", expr)}
+    assert len(used) >= 12
+    assert used <= exported, used - exported
