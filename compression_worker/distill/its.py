@@ -22,11 +22,10 @@ import torch
 from compression_worker.distill.loss import kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, refine, save_cached, teacher_soft_labels
 from compression_worker.model.ean import EAN, PRESETS
-from compression_worker.provenance import git_commit, invocation
+from compression_worker.provenance import git_commit
 from compression_worker.training.checkpoint import load_model, save_model
-from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics
+from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import OptimConfig, Trainer
-from edgefer.datasets import data_sha256
 
 
 @dataclass(frozen=True)
@@ -125,17 +124,6 @@ def run_its(cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
         rounds.append(json.loads(done.read_text()))
         test = f", test {rounds[-1]['test_acc'] * 100:.2f}%" if "test_acc" in rounds[-1] else ""
         print(f"round {k}: val {rounds[-1]['val_acc'] * 100:.2f}%{test}", flush=True)
-    summary = {
-        "command": invocation(),
-        "git_commit": source_commit,
-        "its": cfg.to_dict(),
-        "optim": optim.to_dict(),
-        "train_data": str(data.train_path),
-        "train_data_sha256": data_sha256(data.train_path),
-        "rounds": rounds,
-        "final_model": str(workdir / f"round{cfg.rounds}" / "model.pt"),
-    }
-    (workdir / "its.json").write_text(json.dumps(summary, indent=2))
-    # Beside the final model, so that `export` puts the whole provenance into the model card.
-    (workdir / f"round{cfg.rounds}" / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    final = workdir / f"round{cfg.rounds}"
+    return write_stage_summary(workdir / "its.json", final, source_commit, data, optim, its=cfg.to_dict(), rounds=rounds,
+                               final_model=str(final / "model.pt"))

@@ -18,15 +18,14 @@ import torch
 from compression_worker.distill.loss import kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, save_cached, teacher_soft_labels
 from compression_worker.model.ean import EAN
-from compression_worker.provenance import git_commit, invocation
+from compression_worker.provenance import git_commit
 from compression_worker.prune.importance import make_importance
 from compression_worker.prune.ratios import RatioPolicy, plan_keep
 from compression_worker.prune.retrain import changed_modules, only_training
 from compression_worker.prune.structure import channel_dims, dependency_graph, eca_kernels_of, macs_of, prune_channels
 from compression_worker.training.checkpoint import load_model, save_model
-from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics
+from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import OptimConfig, Trainer
-from edgefer.datasets import data_sha256
 
 
 @dataclass(frozen=True)
@@ -156,17 +155,6 @@ def run_prune(teacher_path: Path, cfg: PruneConfig, data: DataConfig, optim: Opt
         test = f", test {100 * steps[-1]['test_acc']:.2f}%" if "test_acc" in steps[-1] else ""
         print(f"step {k}: {steps[-1]['params']:,} params, {steps[-1]['macs'] / 1e6:.2f}M MACs/pass, "
               f"val {100 * steps[-1]['val_acc']:.2f}%{test}", flush=True)
-    summary = {
-        "command": invocation(),
-        "git_commit": source_commit,
-        "teacher": str(teacher_path),
-        "prune": asdict(cfg),
-        "optim": optim.to_dict(),
-        "train_data": str(data.train_path),
-        "train_data_sha256": data_sha256(data.train_path),
-        "steps": steps,
-        "final_model": str(workdir / f"step{cfg.steps}" / "model.pt"),
-    }
-    (workdir / "prune.json").write_text(json.dumps(summary, indent=2))
-    (workdir / f"step{cfg.steps}" / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    final = workdir / f"step{cfg.steps}"
+    return write_stage_summary(workdir / "prune.json", final, source_commit, data, optim, teacher=str(teacher_path),
+                               prune=asdict(cfg), steps=steps, final_model=str(final / "model.pt"))

@@ -51,6 +51,24 @@ def model_metrics(model: EAN, splits: DataSplits, device: torch.device, extra: d
     return metrics
 
 
+def write_stage_summary(
+    index: Path, final_dir: Path, source_commit: str, data: DataConfig, optim: OptimConfig, **stage: object
+) -> dict:
+    """A multi-step stage's record (command, commit, settings, data hash, per-step results), written as
+    `index` and beside the final model, so that `export` puts the whole provenance into the model card."""
+    summary = {
+        "command": invocation(),
+        "git_commit": source_commit,
+        **stage,
+        "optim": optim.to_dict(),
+        "train_data": str(data.train_path),
+        "train_data_sha256": data_sha256(data.train_path),
+    }
+    index.write_text(json.dumps(summary, indent=2))
+    (final_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
