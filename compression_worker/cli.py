@@ -197,7 +197,7 @@ def _add_quantize(sub: argparse._SubParsersAction, settings: WorkerSettings) -> 
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--data", type=Path, default=settings.train_data, help="training faces to calibrate on")
     p.add_argument("--usage", default=None)
-    p.add_argument("--calibration-faces", type=int, default=350)
+    p.add_argument("--calibration-faces", type=int, default=700)
     p.add_argument("--test-data", type=Path, default=settings.test_data)
     p.add_argument("--threads", type=int, default=settings.threads)
     p.set_defaults(func=_run_quantize)

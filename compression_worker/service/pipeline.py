@@ -148,7 +148,7 @@ class JobRunner:
             return {"onnx": str(onnx_path), "float_onnx": str(onnx_path)}
         int8_path = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
         train = load_splits(self.data).train
-        quantize_model(onnx_path, int8_path, train, 350, eval_data, torch.get_num_threads())
+        quantize_model(onnx_path, int8_path, train, 700, eval_data, torch.get_num_threads())
         return {"onnx": str(int8_path), "float_onnx": str(onnx_path)}
 
     def _evaluate(self, onnx_path: Path) -> dict:
