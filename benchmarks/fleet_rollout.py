@@ -120,7 +120,7 @@ def main() -> None:
             redis_server.stop()
     ms = np.array(seconds) * 1e3
     requests = sum(s.ok + s.failed for s in streams)
-    print(f"| nodes | publishes | publish -> all serving p50 (ms) | p99 (ms) | max (ms) | stream requests | failed |")
+    print("| nodes | publishes | publish -> all serving p50 (ms) | p99 (ms) | max (ms) | stream requests | failed |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {args.nodes} | {args.publishes} | {np.percentile(ms, 50):.0f} | {np.percentile(ms, 99):.0f} | {ms.max():.0f} "
           f"| {requests} | {sum(s.failed for s in streams)} |")

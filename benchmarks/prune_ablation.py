@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from model_latency import sample_faces  # the sibling script
+
 from compression_worker.complexity import onnx_complexity
 from compression_worker.evaluation import predict_file
 from compression_worker.latency import latency_ms

@@ -63,7 +63,6 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def linear_onnx(height: int = 48, width: int = 48) -> bytes:
     """A tiny valid classifier graph (pooled pixels -> 7 logits) with an input of the given size."""
-    import onnx
     from onnx import TensorProto, helper
 
     weights = helper.make_tensor("w", TensorProto.FLOAT, [1, 7], [0.01 * k for k in range(7)])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from compression_worker.model.eca import ECA, eca_kernel_size
 from compression_worker.model.ean import EAN, PRESETS, EANConfig, count_parameters
+from compression_worker.model.eca import ECA, eca_kernel_size
 
 
 @pytest.mark.parametrize("channels,expected", [(16, 3), (32, 3), (64, 3), (128, 5), (256, 5), (512, 5), (1024, 5), (4, 1)])

@@ -15,8 +15,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from compression_worker.model.eca import ECA, eca_kernel_size
 from compression_worker.model.ean import EAN, EANConfig
+from compression_worker.model.eca import ECA, eca_kernel_size
 
 EXAMPLE_INPUT = torch.full((1, 1, 48, 48), 128.0)
 

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
-
 class JobError(ValueError):
     """A job that cannot run as given; the message goes into the job's status."""
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import numpy as np
-
-from typing import Protocol
 
 from edgefer.labels import CLASSES
 from edgefer.v1 import edge_pb2
