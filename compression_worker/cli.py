@@ -162,6 +162,8 @@ def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
     p.add_argument("--ratios", default="derived", choices=["derived", "uniform"], help="per-layer ratios")
     p.add_argument("--min-keep-fraction", type=float, default=0.2, help="floor of channels kept per layer")
     p.add_argument("--max-ratio", type=float, default=0.8, help="cap on any layer's pruning ratio")
+    p.add_argument("--channel-multiple", type=int, default=8,
+                   help="round kept channels up to a multiple of this (onnxruntime CPU kernels block by 8; 1: exact)")
     p.add_argument("--steps", type=int, default=1, help="iterative pruning: prune+retrain steps to reach the target")
     p.add_argument("--local-epochs", type=int, default=3, help="per step, retraining only the touched layers")
     p.add_argument("--finetune-epochs", type=int, default=6, help="per step, fine-tuning the whole network")
@@ -181,6 +183,7 @@ def _run_prune(args: argparse.Namespace) -> None:
         ratios=args.ratios,
         min_keep_fraction=args.min_keep_fraction,
         max_ratio=args.max_ratio,
+        channel_multiple=args.channel_multiple,
         steps=args.steps,
         local_epochs=args.local_epochs,
         finetune_epochs=args.finetune_epochs,

@@ -86,12 +86,13 @@ def test_the_highest_scoring_channels_are_the_ones_kept() -> None:
 def test_ratio_plan_meets_the_mac_target_within_floor_and_cap(mode: str) -> None:
     model = varied()
     dims = channel_dims(model, dependency_graph(model), make_importance("l2-gamma"))
-    policy = RatioPolicy(mode, min_keep_fraction=0.25, max_ratio=0.75)
+    policy = RatioPolicy(mode, min_keep_fraction=0.25, max_ratio=0.75, channel_multiple=4)
     keep = plan_keep(model.config, eca_kernels_of(model), dims, 0.5, policy)
     pruned = prune_channels(model, keep, make_importance("l2-gamma"))
     ratio = macs_of(pruned.config) / macs_of(model.config)
     assert 0.4 < ratio <= 0.5
     assert all(keep[d.key] >= policy.floor(d.channels) >= d.channels / 4 for d in dims)
+    assert all(keep[d.key] % 4 == 0 or keep[d.key] == d.channels for d in dims)  # whole channel blocks
     with pytest.raises(ValueError, match="not reachable"):
         plan_keep(model.config, eca_kernels_of(model), dims, 0.97, policy)
 
@@ -123,7 +124,7 @@ def test_prune_and_quantize_cli_end_to_end(tmp_path: Path, toy_npz: Path, capsys
     save_model(base, tmp_path / "distilled.pt")
     args = ["prune", "--model", str(tmp_path / "distilled.pt"), "--data", str(toy_npz), "--test-data", str(toy_npz),
             "--workdir", str(tmp_path / "prune"), "--target", "0.5", "--steps", "2", "--local-epochs", "1",
-            "--finetune-epochs", "1", "--threads", "2"]
+            "--finetune-epochs", "1", "--channel-multiple", "4", "--threads", "2"]
     assert worker_main(args) == 0
     out = capsys.readouterr().out
     assert "local retraining:" in out and "before  after" in out

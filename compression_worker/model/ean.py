@@ -151,5 +151,5 @@ PRESETS: dict[str, EANConfig] = {
     "ean-s": EANConfig(stem_channels=16, widths=(32, 64, 128, 192), depths=(1, 2, 2, 2)),
     "ean-m": EANConfig(),
     "ean-l": EANConfig(stem_channels=16, widths=(32, 80, 160, 256), depths=(1, 2, 3, 2)),
-    "ean-xs": EANConfig(stem_channels=8, widths=(16, 32, 48), depths=(1, 1, 1)),  # smoke tests and demos only
+    "ean-xs": EANConfig(stem_channels=16, widths=(16, 32, 48), depths=(1, 1, 1)),  # smoke tests and demos only
 }

@@ -36,6 +36,7 @@ class PruneConfig:
     ratios: str = "derived"  # derived (global threshold) | uniform
     min_keep_fraction: float = 0.2
     max_ratio: float = 0.8
+    channel_multiple: int = 8  # kept channel counts rounded up to a multiple (1: exact counts)
     steps: int = 1  # iterative pruning: reach the target in this many prune+retrain steps
     local_epochs: int = 3  # per step: only the touched layers (0 or local_retraining=False: none)
     finetune_epochs: int = 6  # per step: the whole network
@@ -52,7 +53,7 @@ class PruneConfig:
         RatioPolicy(self.ratios)
 
     def policy(self) -> RatioPolicy:
-        return RatioPolicy(self.ratios, self.min_keep_fraction, max_ratio=self.max_ratio)
+        return RatioPolicy(self.ratios, self.min_keep_fraction, max_ratio=self.max_ratio, channel_multiple=self.channel_multiple)
 
 
 def layer_report(model: EAN, keep: dict[str, int], cfg: PruneConfig) -> list[dict]:

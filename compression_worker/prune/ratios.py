@@ -23,21 +23,28 @@ class RatioPolicy:
     min_keep_fraction: float = 0.2
     min_keep: int = 4
     max_ratio: float = 0.8
+    channel_multiple: int = 8  # kept channels rounded up to this: onnxruntime's CPU kernels block channels by 8
+
 
     def __post_init__(self) -> None:
         if self.mode not in ("derived", "uniform"):
             raise ValueError(f"ratio mode must be derived or uniform, got {self.mode!r}")
+        if self.channel_multiple < 1:
+            raise ValueError(f"channel_multiple must be >= 1, got {self.channel_multiple}")
 
     def floor(self, channels: int) -> int:
         return min(channels, max(self.min_keep, math.ceil(self.min_keep_fraction * channels), math.ceil((1 - self.max_ratio) * channels)))
 
+    def round(self, keep: int, channels: int) -> int:
+        return min(channels, math.ceil(keep / self.channel_multiple) * self.channel_multiple)
+
 
 def keep_uniform(dims: list[ChannelDim], ratio: float, policy: RatioPolicy) -> dict[str, int]:
-    return {d.key: max(policy.floor(d.channels), round(d.channels * (1 - ratio))) for d in dims}
+    return {d.key: policy.round(max(policy.floor(d.channels), round(d.channels * (1 - ratio))), d.channels) for d in dims}
 
 
 def keep_above(dims: list[ChannelDim], threshold: float, policy: RatioPolicy) -> dict[str, int]:
-    return {d.key: max(policy.floor(d.channels), int((d.scores >= threshold).sum())) for d in dims}
+    return {d.key: policy.round(max(policy.floor(d.channels), int((d.scores >= threshold).sum())), d.channels) for d in dims}
 
 
 def plan_keep(
