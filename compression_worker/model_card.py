@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from compression_worker.complexity import onnx_complexity
 from compression_worker.provenance import git_commit
 from edgefer.labels import CLASSES, FACE_SIZE
 from edgefer.metrics import ClassificationReport
+from edgefer.timestamps import utc_now_iso
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ModelCard:
     evaluation: dict[str, dict]
     training: dict
     export_commit: str
-    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    created: str = field(default_factory=utc_now_iso)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

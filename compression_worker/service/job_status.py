@@ -7,7 +7,8 @@ import time
 
 import redis
 
-STATES = ("queued", "running", "published", "rejected", "failed")
+ENDED = ("published", "rejected", "failed")
+NOT_RERUN = ("published", "rejected")  # a redelivered job that ended so is acknowledged, not run again
 
 
 class JobStatusStore:
@@ -37,4 +38,4 @@ class JobStatusStore:
 
     def finished(self, job_id: str) -> bool:
         status = self.get(job_id)
-        return bool(status) and status.get("state") in ("published", "rejected")
+        return bool(status) and status.get("state") in NOT_RERUN

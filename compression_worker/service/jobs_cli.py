@@ -17,12 +17,10 @@ import redis
 from tqdm import tqdm
 
 from compression_worker.service.job_queue import JobQueue
-from compression_worker.service.job_status import JobStatusStore
+from compression_worker.service.job_status import ENDED, JobStatusStore
 from compression_worker.service.jobs import JobError, JobSpec
 from edgefer.env_settings import EnvSettings
 from edgefer.registry.connection import RegistryAccess, connect
-
-ENDED = ("published", "rejected", "failed")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,10 @@ from compression_worker.service.job_status import JobStatusStore
 from compression_worker.service.jobs import JobSpec
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.training.progress import epoch_listener
-from compression_worker.training.run import DataConfig, load_splits, train_model
+from compression_worker.training.run import DataConfig, DataSplits, load_splits, train_model
 from compression_worker.training.trainer import OptimConfig
 from edgefer.onnx_model import OnnxFaceClassifier
-from edgefer.registry.manifest import EXPECTED_INPUT
+from edgefer.registry.manifest import EXPECTED_INPUT, card_metrics
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry
 
@@ -116,6 +117,11 @@ class JobRunner:
         self.ctx.status.update(self.spec.job_id, **fields)
         self.ctx.metrics.progress.set(fraction)
 
+    @cached_property
+    def _splits(self) -> DataSplits:
+        """The job's train/held-back split, read once for the stages after training (export, evaluate)."""
+        return load_splits(self.data)
+
     # -- stages -----------------------------------------------------------------------------------
 
     def _optim(self, epochs: int, lr: float = 0.1) -> OptimConfig:
@@ -147,13 +153,12 @@ class JobRunner:
         if not self.spec.quantize:
             return {"onnx": str(onnx_path), "float_onnx": str(onnx_path)}
         int8_path = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
-        train = load_splits(self.data).train
-        quantize_model(onnx_path, int8_path, train, 700, eval_data, torch.get_num_threads())
+        quantize_model(onnx_path, int8_path, self._splits.train, 700, eval_data, torch.get_num_threads())
         return {"onnx": str(int8_path), "float_onnx": str(onnx_path)}
 
     def _evaluate(self, onnx_path: Path) -> dict:
         """The candidate and the version the fleet serves, on the same held-back faces (the validation split)."""
-        held_back = load_splits(self.data).val
+        held_back = self._splits.val
         candidate_model = OnnxFaceClassifier(onnx_path, intra_op_threads=1)
         p50, _ = latency_ms(candidate_model, held_back.x[:64], runs=300)
         complexity = onnx_complexity(onnx_path)
@@ -174,12 +179,10 @@ class JobRunner:
         return {"candidate": candidate, "serving": serving, "held_back_faces": len(held_back)}
 
     def _publish(self, onnx_path: Path, candidate: dict) -> dict:
-        metrics = {"held_back_accuracy": candidate["accuracy"], "macs_per_face": candidate["macs"],
-                   "params": candidate["params"], "size_bytes": candidate["size_bytes"], "job_id": self.spec.job_id}
         card_path = onnx_path.with_suffix(".json")
-        if card_path.exists():
-            for split, result in json.loads(card_path.read_text()).get("evaluation", {}).items():
-                metrics[f"{split}_accuracy"] = result["accuracy"]
+        metrics = card_metrics(json.loads(card_path.read_text())) if card_path.exists() else {}
+        metrics.update(held_back_accuracy=candidate["accuracy"], macs_per_face=candidate["macs"],
+                       params=candidate["params"], size_bytes=candidate["size_bytes"], job_id=self.spec.job_id)
         manifest = self.ctx.registry.publish(
             onnx_path.read_bytes(), onnx_path.stem, EXPECTED_INPUT, metrics, self.ctx.signer,
             promote=self.spec.promote, idempotency_key=self.spec.job_id,

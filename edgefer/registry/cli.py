@@ -21,7 +21,7 @@ from edgefer.env_settings import EnvSettings
 from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.desired import DesiredRecord
-from edgefer.registry.manifest import EXPECTED_INPUT, Manifest
+from edgefer.registry.manifest import EXPECTED_INPUT, Manifest, card_metrics
 from edgefer.registry.signing import KeyFileError, ManifestSigner, generate_keypair
 from edgefer.registry.status import fleet_converged, fleet_rows
 from edgefer.registry.store import ModelRegistry, RegistryError
@@ -35,15 +35,6 @@ class RegistryCliSettings(RegistryAccess, EnvSettings):
 
 class CliError(Exception):
     pass
-
-
-def card_metrics(card: dict) -> dict:
-    """The model-card numbers a fleet operator compares versions by."""
-    metrics = {key: card[key] for key in ("params", "macs_per_face", "size_bytes") if key in card}
-    for split, result in card.get("evaluation", {}).items():
-        if "accuracy" in result:
-            metrics[f"{split}_accuracy"] = result["accuracy"]
-    return metrics
 
 
 def read_model(path: Path, card_path: Path | None) -> tuple[bytes, dict, dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass, field
 
 
@@ -45,7 +44,3 @@ class DesiredRecord:
         canary = Canary(**data.pop("canary")) if data.get("canary") else None
         data.pop("canary", None)
         return cls(canary=canary, **data)
-
-    @staticmethod
-    def now() -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

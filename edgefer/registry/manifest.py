@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 
 from edgefer.labels import CLASSES, FACE_SIZE
+from edgefer.timestamps import utc_now_iso
 
 # What every node serves: raw 0..255 gray faces in, 7 logits out (see edgefer.onnx_model).
 EXPECTED_INPUT = {"name": "faces", "dtype": "float32", "shape": ["N", 1, FACE_SIZE, FACE_SIZE]}
@@ -74,6 +74,15 @@ class Manifest:
             raise ManifestError(f"version {self.version}: classes {self.classes} are not {list(CLASSES)}")
 
 
+def card_metrics(card: dict) -> dict:
+    """The model-card numbers a fleet operator compares versions by: size, cost and accuracy per split."""
+    metrics = {key: card[key] for key in ("params", "macs_per_face", "size_bytes") if key in card}
+    for split, result in card.get("evaluation", {}).items():
+        if "accuracy" in result:
+            metrics[f"{split}_accuracy"] = result["accuracy"]
+    return metrics
+
+
 def new_manifest(blob: bytes, version: int, name: str, input_spec: dict, metrics: dict, parent: int | None) -> Manifest:
     return Manifest(
         version=version,
@@ -82,6 +91,6 @@ def new_manifest(blob: bytes, version: int, name: str, input_spec: dict, metrics
         size=len(blob),
         input=input_spec,
         metrics=metrics,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=utc_now_iso(),
         parent=parent,
     )

@@ -17,6 +17,7 @@ from edgefer.registry.keys import FleetKeys
 from edgefer.registry.manifest import Manifest, ManifestError, new_manifest
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.status import NodeStatus
+from edgefer.timestamps import utc_now_iso
 
 
 class RegistryError(ValueError):
@@ -151,7 +152,7 @@ class ModelRegistry:
             raw = pipe.get(self.keys.desired)
             old = DesiredRecord.from_json(raw) if raw is not None else None
             new = change(old)
-            record = DesiredRecord(new.version, new.canary, new.previous, (old.revision if old else 0) + 1, DesiredRecord.now())
+            record = DesiredRecord(new.version, new.canary, new.previous, (old.revision if old else 0) + 1, utc_now_iso())
             pipe.multi()
             pipe.set(self.keys.desired, record.to_json())
             pipe.publish(self.keys.channel, json.dumps({"event": "desired", "revision": record.revision}))

@@ -40,6 +40,11 @@ class StreamStats:
             self.latencies_ms.append(latency_ms)
             self.versions.add(result.model_version)
 
+    @property
+    def failed(self) -> int:
+        """Frames answered with an error (a DROPPED frame is the node keeping up, not a failure)."""
+        return sum(n for status, n in self.statuses.items() if status not in ("ok", "dropped"))
+
     def summary(self, seconds: float) -> str:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compression_worker.service.job_queue import JobQueue
+from compression_worker.service.job_status import ENDED, JobStatusStore
 from edgefer.datasets import load_faces
 from edgefer.localfleet.edge_nodes import EdgeNodeProcess
 from edgefer.localfleet.ports import free_port
@@ -38,7 +40,6 @@ from services.client.sources import open_source
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SHARED_TRAIN = REPO.parent / "shared" / "data" / "fer2013" / "train.npz"
-JOB_STREAM_KEY = "edgefer:default:job-stream"
 
 
 def training_data(folder: Path, short: bool) -> tuple[Path, str]:
@@ -54,16 +55,15 @@ def training_data(folder: Path, short: bool) -> tuple[Path, str]:
     return path, "700 drawn sample faces (no ../shared needed)"
 
 
-def follow_job(registry: ModelRegistry, job_id: str, timeout_s: float) -> dict:
-    key = f"edgefer:default:job:{job_id}"
+def follow_job(status: JobStatusStore, job_id: str, timeout_s: float) -> dict:
     last_stage, deadline = None, time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        record = {k.decode(): json.loads(v) for k, v in registry.client.hgetall(key).items()}
+        record = status.get(job_id) or {}
         stage = record.get("stage")
         if stage and stage != last_stage:
             print(f"  worker: stage {stage} ({record.get('percent', 0):.0f}%)", flush=True)
             last_stage = stage
-        if record.get("state") in ("published", "rejected", "failed"):
+        if record.get("state") in ENDED:
             return record
         time.sleep(0.3)
     return {"state": "timeout"}
@@ -84,7 +84,7 @@ def summary_table(stats: dict[str, StreamStats], seconds: float) -> str:
     lines = [f"{'node':<8} {'frames':>7} {'ok':>6} {'failed':>6} {'faces/s':>8} {'p50 ms':>7} {'p99 ms':>7}  versions served"]
     for node_id, s in stats.items():
         ok = s.statuses.get("ok", 0)
-        failed = sum(v for k, v in s.statuses.items() if k not in ("ok", "dropped")) + max(0, s.sent - sum(s.statuses.values()))
+        failed = s.failed + max(0, s.sent - sum(s.statuses.values()))  # refused, or never answered
         lat = np.asarray(s.latencies_ms or [0.0])
         lines.append(f"{node_id:<8} {s.sent:>7} {ok:>6} {failed:>6} {ok / seconds:>8.1f} {np.percentile(lat, 50):>7.1f} "
                      f"{np.percentile(lat, 99):>7.1f}  {', '.join(sorted(s.versions))}")
@@ -134,9 +134,9 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     data, described = training_data(work, args.short)
     job = {"data": str(data), "job_id": "demo", "arch": "ean-xs", "teacher_epochs": 2, "rounds": 1, "round_epochs": 1,
            "local_epochs": 1, "finetune_epochs": 1, "quantize": True}
-    registry.client.xadd(JOB_STREAM_KEY, {"job": json.dumps(job)})
+    JobQueue(registry.client, consumer="demo").submit(json.dumps(job))
     print(f"job submitted to the worker: teacher -> ITS -> prune -> INT8 -> gate -> publish, on {described}", flush=True)
-    record = follow_job(registry, "demo", args.job_timeout)
+    record = follow_job(JobStatusStore(registry.client), "demo", args.job_timeout)
     if record.get("state") != "published":
         stop.set()
         print(f"the job ended {record.get('state')}: {record.get('error') or record.get('gate')}", file=sys.stderr)
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
         t.join(timeout=10)
     seconds = time.monotonic() - started
     print("\n" + summary_table(stats, seconds))
-    failed = sum(sum(v for k, v in s.statuses.items() if k not in ("ok", "dropped")) for s in stats.values())
+    failed = sum(s.failed for s in stats.values())
     both = len(swapped) == 2 and all(version in s.versions and "1" in s.versions for s in stats.values())
     print(f"\n{'OK' if both and not failed else 'PROBLEM'}: {failed} failed requests; both nodes served versions 1 and {version}"
           if both else f"\nPROBLEM: not every node served both versions ({failed} failed requests)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from edgefer.labels import FACE_SIZE, NUM_CLASSES
 from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
+from edgefer.timestamps import utc_now_iso
 
 
 class ModelLoadError(RuntimeError):
@@ -50,7 +50,7 @@ def load_model(data: bytes, version: str, threads: int) -> LoadedModel:
         version=version,
         sha256=hashlib.sha256(data).hexdigest(),
         classifier=classifier,
-        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        loaded_at=utc_now_iso(),
     )
 
 

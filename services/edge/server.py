@@ -151,16 +151,18 @@ class RunningServer:
 
     def swap(self, model: LoadedModel) -> None:
         self.holder.swap(model)
-        self.metrics.swaps.inc()
-        self.metrics.model.info({"version": model.version, "sha256": model.sha256})
+        self._now_serving(model)
         self.set_serving(True)
 
     def rollback(self) -> LoadedModel:
         """Serve the previous model again, at once (it is still loaded)."""
         model = self.holder.rollback()
+        self._now_serving(model)
+        return model
+
+    def _now_serving(self, model: LoadedModel) -> None:
         self.metrics.swaps.inc()
         self.metrics.model.info({"version": model.version, "sha256": model.sha256})
-        return model
 
     def stop(self, grace: float) -> None:
         self.set_serving(False)
