@@ -51,7 +51,9 @@ class ChannelDim:
 
 
 def dependency_graph(model: EAN) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, EXAMPLE_INPUT, customized_pruners={ECA: ECAPruner()})
+    """DepGraph traced with an example face on the model's own device (CPU or GPU)."""
+    example = EXAMPLE_INPUT.to(next(model.parameters()).device)
+    return tp.DependencyGraph().build_dependency(model, example, customized_pruners={ECA: ECAPruner()})
 
 
 def _stage_of_block(config: EANConfig) -> list[int]:
