@@ -10,7 +10,7 @@ STUBS  := edgefer/v1/edge_pb2.py
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup proto redis-server demo classify test train-baseline train-baseline-cpu export-baseline bench clean
+.PHONY: setup proto redis-server demo classify test train-baseline train-baseline-cpu export-baseline bench bench-edge clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,18 @@ export-baseline: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_latency.py models/ean-baseline.onnx
+
+# The `fer` package (the comparison in docs/BENCHMARKS.md) needs TensorFlow: a virtualenv of its own.
+# Its wheel asks for facenet-pytorch (a CUDA torch) and video tools the benchmark does not use.
+FER_PY := .venv-fer/bin/python
+$(FER_PY):
+	python3 -m venv .venv-fer
+	.venv-fer/bin/pip install -q --no-deps fer==25.10.3
+	.venv-fer/bin/pip install -q tensorflow-cpu 'opencv-python-headless<5' pillow requests 'setuptools<81'
+
+bench-edge: setup $(FER_PY)
+	$(BIN)/python benchmarks/edge_throughput.py --model models/ean-pruned-int8.onnx --streams 1 4 16 --seconds 10 \
+		--batch-across-streams --fer-python $(FER_PY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,8 +1,9 @@
 """Edge node throughput and end-to-end latency through the real gRPC server on loopback; prints a table.
 
-The node runs as its own process (`edgefer-edge`), as on a device. Each client stream is closed-loop:
-it sends its next frame when the previous result arrives, so nothing is dropped and the latency is
-the full round trip. Workloads: (a) already-cropped 48x48 faces, (b) 640x480 JPEG frames with one
+The node runs as its own process (`edgefer-edge`), as on a device. The clients are one asyncio
+process (grpc.aio, the cheapest Python client, so that the load generator takes as little as possible
+of the two cores it shares with the node). Each stream is closed-loop: it sends its next frame when
+the previous result arrives, so nothing is dropped and the latency is the full round trip. Workloads: (a) already-cropped 48x48 faces, (b) 640x480 JPEG frames with one
 face that the node must detect.
 
     python benchmarks/edge_throughput.py --model models/ean-baseline.onnx --streams 1 4 16 --seconds 10
@@ -11,10 +12,11 @@ face that the node must detect.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +30,17 @@ from edgefer.v1 import edge_pb2, edge_pb2_grpc
 SHARED_TEST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fer2013" / "test_public.npz"
 
 
-def faces(n: int) -> np.ndarray:
+def labelled_faces(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """FER2013 test_public faces and labels when ../shared is there, else noise (for timing only)."""
     if SHARED_TEST.exists():
-        return np.load(SHARED_TEST)["x"][:n]
-    return np.random.default_rng(0).integers(0, 256, size=(n, 48, 48), dtype=np.uint8)
+        data = np.load(SHARED_TEST)
+        return data["x"][:n], data["y"][:n]
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(n or 256, 48, 48), dtype=np.uint8), rng.integers(0, 7, size=n or 256)
+
+
+def faces(n: int) -> np.ndarray:
+    return labelled_faces(n)[0]
 
 
 def crop_frames(n: int) -> list[edge_pb2.Frame]:
@@ -52,49 +61,42 @@ def scene_frames(n: int) -> list[edge_pb2.Frame]:
     return out
 
 
-def closed_loop_stream(stub, frames: list[edge_pb2.Frame], stop: threading.Event, latencies: list[float]) -> None:
-    turn = threading.Semaphore(1)
-    sent_at: list[float] = []
-
-    def requests():
-        i = 0
-        while not stop.is_set():
-            turn.acquire()
-            frame = edge_pb2.Frame()
-            frame.CopyFrom(frames[i % len(frames)])
-            frame.sequence = i
-            sent_at.append(time.perf_counter())
-            i += 1
-            yield frame
-
-    for result in stub.StreamClassify(requests()):
-        latencies.append(time.perf_counter() - sent_at[result.sequence])
-        turn.release()
+async def closed_loop_stream(channel: grpc.aio.Channel, frames: list[edge_pb2.Frame], stop: asyncio.Event,
+                             latencies: list[float]) -> None:
+    """One stream: send a frame, wait for its result, repeat (so nothing queues and nothing is dropped)."""
+    frames = [edge_pb2.Frame.FromString(f.SerializeToString()) for f in frames]  # this stream's own, to number
+    call = edge_pb2_grpc.EdgeFerStub(channel).StreamClassify()
+    i = 0
+    while not stop.is_set():
+        frame = frames[i % len(frames)]
+        frame.sequence = i
+        sent = time.perf_counter()
+        await call.write(frame)
+        result = await call.read()
+        latencies.append(time.perf_counter() - sent)
+        assert result.sequence == i and result.status == edge_pb2.FRAME_STATUS_OK, result
+        i += 1
+    await call.done_writing()
 
 
-def measure(target: str, frames: list[edge_pb2.Frame], streams: int, seconds: float) -> tuple[float, float, float]:
-    channels = [grpc.insecure_channel(target) for _ in range(streams)]
-    stop = threading.Event()
+async def measure(target: str, frames: list[edge_pb2.Frame], streams: int, seconds: float) -> tuple[float, float, float]:
+    """Frames/s and latency p50/p99 (ms) over `seconds`, after one second of warm-up; one channel per stream."""
+    channels = [grpc.aio.insecure_channel(target) for _ in range(streams)]
+    stop = asyncio.Event()
     per_stream: list[list[float]] = [[] for _ in range(streams)]
-    threads = [
-        threading.Thread(target=closed_loop_stream, args=(edge_pb2_grpc.EdgeFerStub(c), frames, stop, per_stream[k]))
-        for k, c in enumerate(channels)
-    ]
-    for t in threads:
-        t.start()
-    time.sleep(1.0)  # warm-up, not counted
+    tasks = [asyncio.create_task(closed_loop_stream(c, frames, stop, per_stream[k])) for k, c in enumerate(channels)]
+    await asyncio.sleep(1.0)  # warm-up, not counted
     counts = [len(x) for x in per_stream]
     start = time.perf_counter()
-    time.sleep(seconds)
+    await asyncio.sleep(seconds)
+    ends = [len(x) for x in per_stream]
     elapsed = time.perf_counter() - start
-    window = [lat for k, lat_list in enumerate(per_stream) for lat in lat_list[counts[k]:]]
     stop.set()
-    for t in threads:
-        t.join(timeout=5)
+    await asyncio.gather(*tasks)
     for c in channels:
-        c.close()
-    lat = np.asarray(window) * 1e3
-    return len(window) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+        await c.close()
+    lat = np.asarray([v for k, xs in enumerate(per_stream) for v in xs[counts[k] : ends[k]]]) * 1e3
+    return len(lat) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
 
 
 def main() -> None:
@@ -103,30 +105,48 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="node's onnxruntime threads")
-    parser.add_argument("--batch-across-streams", action="store_true", help="node micro-batches faces of concurrent streams")
+    parser.add_argument("--batch-across-streams", action="store_true", help="node batches faces of concurrent streams")
+    parser.add_argument("--fer-python", type=Path, default=None,
+                        help="also run the same frames through the `fer` package with this interpreter (.venv-fer/bin/python)")
+    parser.add_argument("--batch-max-wait-ms", type=float, default=0.0, help="with batching: how long a lone face waits")
     args = parser.parse_args()
     port = free_port()
     node = subprocess.Popen(
         [sys.executable, "-m", "services.edge.main", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
          "--model-path", str(args.model), "--intra-op-threads", str(args.threads), "--no-drop-stale-frames",
-         "--batch-across-streams" if args.batch_across_streams else "--no-batch-across-streams"],
+         "--batch-across-streams" if args.batch_across_streams else "--no-batch-across-streams",
+         "--batch-max-wait-ms", str(args.batch_max_wait_ms)],
         stderr=subprocess.DEVNULL,
     )
     target = f"127.0.0.1:{port}"
     try:
         grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=30)
         time.sleep(1.0)
-        mode = "micro-batched across streams" if args.batch_across_streams else "one call per frame"
+        mode = (f"batched across streams (max wait {args.batch_max_wait_ms} ms)" if args.batch_across_streams
+                else "one call per frame")
         print(f"model {args.model}, node threads {args.threads}, {mode}, {args.seconds:.0f}s per row, closed-loop streams")
         print("| workload | streams | frames/s | p50 (ms) | p99 (ms) |")
         print("|---|---:|---:|---:|---:|")
         for name, frames in (("48x48 crops", crop_frames(256)), ("640x480 JPEG + detection", scene_frames(64))):
             for streams in args.streams:
-                rate, p50, p99 = measure(target, frames, streams, args.seconds)
+                rate, p50, p99 = asyncio.run(measure(target, frames, streams, args.seconds))
                 print(f"| {name} | {streams} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)
     finally:
         node.terminate()
         node.wait(timeout=30)
+    if args.fer_python:
+        run_fer(args.fer_python, scene_frames(64), args.seconds)
+
+
+def run_fer(python: Path, scenes: list[edge_pb2.Frame], seconds: float) -> None:
+    """The same scenes (and the test faces, for accuracy) through the `fer` package, in its own virtualenv."""
+    crops, labels = labelled_faces()
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = Path(tmp) / "frames.npz"
+        jpegs = {f"jpeg_{i:03d}": np.frombuffer(f.encoded, np.uint8) for i, f in enumerate(scenes)}
+        np.savez(frames, crops=crops, labels=labels, **jpegs)
+        script = Path(__file__).resolve().parent / "fer_pipeline.py"
+        subprocess.run([str(python), str(script), str(frames), "--seconds", str(seconds)], check=True)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,9 @@ def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
     p.add_argument("--finetune-epochs", type=int, default=6, help="per step, fine-tuning the whole network")
     p.add_argument("--no-local-retraining", action="store_true", help="spend the local epochs on whole-network fine-tuning")
     p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the unpruned model's soft labels")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft labels")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="soft labels from this model.pt (a larger EAN, say) instead of from the model being pruned")
 
 
 def _run_prune(args: argparse.Namespace) -> None:
@@ -190,6 +192,7 @@ def _run_prune(args: argparse.Namespace) -> None:
         local_retraining=not args.no_local_retraining,
         temperature=args.temperature,
         alpha=args.alpha,
+        teacher=str(args.teacher) if args.teacher else None,
     )
     run_prune(args.model, cfg, data, optim, args.workdir, device)
 

@@ -69,6 +69,56 @@ def test_haar_finds_real_faces_on_a_large_frame(real_fer: Path) -> None:
     assert found >= 14
 
 
+def test_search_near_a_known_face_finds_it_again(real_fer: Path) -> None:
+    detector = HaarFaceDetector()
+    truth = Box(200, 120, 240, 240)
+    checked = found = 0
+    for face in np.load(real_fer / "test_public.npz")["x"][:40]:
+        frame = np.full((480, 640), 90, np.uint8)
+        frame[120:360, 200:440] = cv2.resize(face, (240, 240), interpolation=cv2.INTER_CUBIC)
+        whole = [b for b in detector.detect(frame) if b.iou(truth) > 0.3]
+        if whole:
+            moved = np.roll(frame, (12, -16), axis=(0, 1))  # the face moved a little in the next frame
+            near = detector.detect_near(moved, whole[0])
+            checked += 1
+            found += bool(near) and near[0].iou(Box(whole[0].x - 16, whole[0].y + 12, whole[0].width, whole[0].height)) > 0.5
+    assert checked >= 14 and found >= 0.8 * checked  # 23 of 26 when measured; a miss costs a whole-frame pass
+
+
+class CountingDetector:
+    """A stand-in face detector with a fixed answer that records which search the stream asked for."""
+
+    def __init__(self) -> None:
+        self.faces = [Box(10, 10, 50, 50)]
+        self.calls: list[str] = []
+
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        self.calls.append("whole")
+        return list(self.faces)
+
+    def detect_near(self, gray: np.ndarray, box: Box, margin: float = 0.5) -> list[Box]:
+        self.calls.append("near")
+        return [f for f in self.faces if f.iou(box) > 0]
+
+
+def test_a_stream_searches_the_whole_frame_every_n_frames_and_when_a_face_is_lost() -> None:
+    from services.edge.detection import StreamDetector
+
+    inner = CountingDetector()
+    stream = StreamDetector(inner, redetect_every=3)
+    frame = np.zeros((100, 100), np.uint8)
+    for _ in range(7):
+        assert stream.detect(frame) == inner.faces
+    assert inner.calls == ["whole", "near", "near", "whole", "near", "near", "whole"]
+    inner.faces = [Box(60, 60, 30, 30)]  # the face jumped away: the near search misses, a whole pass follows at once
+    inner.calls.clear()
+    assert stream.detect(frame) == inner.faces and inner.calls == ["near", "whole"]
+    always = CountingDetector()
+    for _ in range(3):
+        StreamDetector(always, redetect_every=1).detect(frame)
+    assert always.calls == ["whole"] * 3
+
+
 def test_blank_frame_has_no_faces() -> None:
     assert HaarFaceDetector().detect(np.full((480, 640), 128, np.uint8)) == []
 
@@ -93,7 +143,7 @@ def test_bad_model_bytes_are_refused(tmp_path: Path) -> None:
 
 
 def test_batched_inference_shares_calls_and_matches_direct() -> None:
-    import threading
+    import asyncio
 
     from services.edge.inference import BatchedInference, DirectInference, NoModelError
     from services.edge.metrics import EdgeMetrics
@@ -101,19 +151,21 @@ def test_batched_inference_shares_calls_and_matches_direct() -> None:
 
     holder = ModelHolder()
     metrics = EdgeMetrics()
-    batched = BatchedInference(holder, metrics, max_batch=64, max_wait_s=0.2)
-    with pytest.raises(NoModelError):
-        batched.run(np.zeros((1, 48, 48), np.uint8))
-    holder.swap(load_model_file(MODELS / "ean-baseline.onnx", threads=1, version="b"))
     faces, _ = synthetic_faces(8)
-    expected, _ = DirectInference(holder, EdgeMetrics()).run(faces)
-    out: list = [None] * 8
-    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, batched.run(faces[i : i + 1]))) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    batched.close()
+
+    async def scenario():
+        batched = BatchedInference(holder, metrics, max_batch=64, max_wait_s=0.2)
+        direct = DirectInference(holder, EdgeMetrics())
+        with pytest.raises(NoModelError):
+            await batched.run(np.zeros((1, 48, 48), np.uint8))
+        holder.swap(load_model_file(MODELS / "ean-baseline.onnx", threads=1, version="b"))
+        expected, _ = await direct.run(faces)
+        out = await asyncio.gather(*(batched.run(faces[i : i + 1]) for i in range(8)))
+        await batched.close()
+        await direct.close()
+        return expected, out
+
+    expected, out = asyncio.run(scenario())
     assert all(version == "b" for _, version in out)
     assert np.allclose(np.concatenate([p for p, _ in out]), expected, atol=1e-5)
     sizes = [s for s in metrics.registry.collect() if s.name == "edgefer_inference_batch_faces"][0].samples

@@ -22,6 +22,7 @@ from compression_worker.training.trainer import predict_logits
 class SoftLabelSpec:
     temperature: float
     mirror_average: bool
+    teacher_sha256: str = ""  # set where the teacher is not implied by the work directory (prune --teacher)
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -26,6 +26,7 @@ from compression_worker.prune.structure import channel_dims, dependency_graph, e
 from compression_worker.training.checkpoint import load_model, save_model
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import OptimConfig, Trainer
+from edgefer.datasets import data_sha256
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class PruneConfig:
     finetune_epochs: int = 6  # per step: the whole network
     local_retraining: bool = True  # when off, the local epochs are spent fine-tuning the whole network
     temperature: float = 2.0
-    alpha: float = 0.5  # weight of the unpruned model's soft labels in the retraining loss
+    alpha: float = 0.5  # weight of the teacher's soft labels in the retraining loss
+    teacher: str | None = None  # soft labels from this model.pt (say, the larger baseline) instead of the unpruned one
 
     def __post_init__(self) -> None:
         if not 0 < self.target_macs_reduction < 1:
@@ -122,22 +124,24 @@ def _retrain(pruned: EAN, before: EAN, cfg: PruneConfig, optim: OptimConfig, spl
     return model
 
 
-def run_prune(teacher_path: Path, cfg: PruneConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
+def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
               device: torch.device) -> dict:
     """Run (or resume) every step; returns and writes workdir/prune.json (and summary.json beside the model)."""
     workdir.mkdir(parents=True, exist_ok=True)
     source_commit = git_commit()
-    teacher = load_model(teacher_path)
+    unpruned = load_model(model_path)
     splits = load_splits(data)
-    spec = SoftLabelSpec(cfg.temperature, mirror_average=True)
+    teacher_path = Path(cfg.teacher) if cfg.teacher else model_path
+    spec = SoftLabelSpec(cfg.temperature, mirror_average=True, teacher_sha256=data_sha256(teacher_path))
     soft = load_cached(workdir / "soft_labels.npz", splits.train.x, spec)
     if soft is None:
+        teacher = load_model(teacher_path) if cfg.teacher else unpruned
         soft = teacher_soft_labels(teacher.to(device), splits.train.x, spec, device)
         save_cached(workdir / "soft_labels.npz", soft, splits.train.x, spec)
     soft_t = torch.from_numpy(soft).to(device)
-    reference = macs_of(teacher.config)
-    steps = [model_metrics(teacher, splits, device, {"step": 0, "macs": reference})]
-    current = teacher
+    reference = macs_of(unpruned.config)
+    steps = [model_metrics(unpruned, splits, device, {"step": 0, "macs": reference})]
+    current = unpruned
     for k in range(1, cfg.steps + 1):
         folder = workdir / f"step{k}"
         done = folder / "metrics.json"
@@ -157,5 +161,6 @@ def run_prune(teacher_path: Path, cfg: PruneConfig, data: DataConfig, optim: Opt
         print(f"step {k}: {steps[-1]['params']:,} params, {steps[-1]['macs'] / 1e6:.2f}M MACs/pass, "
               f"val {100 * steps[-1]['val_acc']:.2f}%{test}", flush=True)
     final = workdir / f"step{cfg.steps}"
-    return write_stage_summary(workdir / "prune.json", final, source_commit, data, optim, teacher=str(teacher_path),
+    return write_stage_summary(workdir / "prune.json", final, source_commit, data, optim, pruned_from=str(model_path),
+                               teacher=str(teacher_path),
                                prune=asdict(cfg), steps=steps, final_model=str(final / "model.pt"))

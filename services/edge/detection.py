@@ -35,6 +35,8 @@ class Box:
 class FaceDetector(Protocol):
     def detect(self, gray: np.ndarray) -> list[Box]: ...
 
+    def detect_near(self, gray: np.ndarray, box: Box, margin: float = 0.5) -> list[Box]: ...
+
 
 class HaarFaceDetector:
     """Frontal-face Haar cascade on a frame downscaled to at most `detect_width` pixels wide."""
@@ -51,12 +53,50 @@ class HaarFaceDetector:
 
     def detect(self, gray: np.ndarray) -> list[Box]:
         scale = min(1.0, self.detect_width / gray.shape[1])
+        return self._search(gray, 0, 0, scale, self.min_face, None)
+
+    def detect_near(self, gray: np.ndarray, box: Box, margin: float = 0.5) -> list[Box]:
+        """Faces of about `box`'s size within the box grown by `margin` on each side: a few pyramid
+        levels over a small region, an order of magnitude cheaper than the whole frame."""
+        grow_x, grow_y = int(box.width * margin), int(box.height * margin)
+        x0, y0 = max(0, box.x - grow_x), max(0, box.y - grow_y)
+        x1, y1 = min(gray.shape[1], box.x + box.width + grow_x), min(gray.shape[0], box.y + box.height + grow_y)
+        side = max(box.width, box.height)
+        scale = min(1.0, 2 * self.min_face / side)  # the expected face becomes twice the smallest window
+        return self._search(gray[y0:y1, x0:x1], x0, y0, scale, max(self.min_face, int(0.6 * side * scale)), int(1.6 * side * scale))
+
+    def _search(self, gray: np.ndarray, x0: int, y0: int, scale: float, min_side: int, max_side: int | None) -> list[Box]:
         small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        if min(small.shape) < min_side:
+            return []
         found = self.cascade.detectMultiScale(
             cv2.equalizeHist(small), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(self.min_face, self.min_face),
+            minSize=(min_side, min_side), maxSize=(max_side, max_side) if max_side else (0, 0),
         )
-        return [Box(int(x / scale), int(y / scale), int(w / scale), int(h / scale)) for x, y, w, h in found]
+        return [Box(x0 + int(x / scale), y0 + int(y / scale), int(w / scale), int(h / scale)) for x, y, w, h in found]
+
+
+class StreamDetector:
+    """One stream's detection: the whole frame every `redetect_every` frames, and whenever a face was lost;
+    in between, only the neighbourhood of each face of the previous frame (faces move little between
+    frames). A face entering the picture is found at the next whole-frame pass at the latest."""
+
+    def __init__(self, detector: FaceDetector, redetect_every: int) -> None:
+        self.detector = detector
+        self.redetect_every = redetect_every
+        self._previous: list[Box] = []
+        self._since_full = 0
+
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        if self._previous and self._since_full < self.redetect_every:  # redetect_every <= 1: always whole frames
+            found = [near for box in self._previous for near in self.detector.detect_near(gray, box)[:1]]
+            if len(found) == len(self._previous):
+                self._since_full += 1
+                self._previous = found
+                return found
+        self._since_full = 1
+        self._previous = self.detector.detect(gray)
+        return self._previous
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = 0.1) -> np.ndarray:

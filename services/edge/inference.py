@@ -1,115 +1,118 @@
-"""Running face batches on the current model, directly or micro-batched across concurrent requests.
+"""Running face batches on the current model from the node's event loop, directly or batched across requests.
 
-Both take the holder's model once per onnxruntime call and return its version with the results, so
-a swap can never make an answer name a model other than the one that computed it.
+onnxruntime runs on worker threads (it releases the GIL), so the event loop keeps reading frames
+while a batch computes. Both take the holder's model once per onnxruntime call and return its version
+with the results, so a swap can never make an answer name a model other than the one that computed it.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgefer.onnx_model import softmax
 from services.edge.metrics import EdgeMetrics
-from services.edge.model_holder import LoadedModel, ModelHolder
+from services.edge.model_holder import ModelHolder
 
 
 class NoModelError(RuntimeError):
     """Raised when a request arrives before any model has been loaded."""
 
 
-def _current(holder: ModelHolder) -> LoadedModel:
+def _infer(holder: ModelHolder, metrics: EdgeMetrics, faces: np.ndarray) -> tuple[np.ndarray, str]:
     model = holder.current()
     if model is None:
         raise NoModelError("no model loaded yet")
-    return model
+    metrics.batch_faces.observe(len(faces))
+    return softmax(model.classifier.logits(faces)), model.version
 
 
 class DirectInference:
-    """One onnxruntime call per request: the lowest latency when the node is not saturated."""
+    """One onnxruntime call per request, `workers` of them at a time: the lowest latency on an idle node."""
 
-    def __init__(self, holder: ModelHolder, metrics: EdgeMetrics) -> None:
+    def __init__(self, holder: ModelHolder, metrics: EdgeMetrics, workers: int = 2) -> None:
         self.holder = holder
         self.metrics = metrics
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="edgefer-infer")
 
-    def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]:
-        model = _current(self.holder)
-        self.metrics.batch_faces.observe(len(faces))
-        return softmax(model.classifier.logits(faces)), model.version
+    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _infer, self.holder, self.metrics, faces)
 
-    def close(self) -> None:
-        """Nothing to release."""
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
 class _Pending:
     faces: np.ndarray
-    done: threading.Event = field(default_factory=threading.Event)
-    probabilities: np.ndarray | None = None
-    version: str = ""
-    error: BaseException | None = None
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class BatchedInference:
-    """Faces of concurrent requests share one onnxruntime call; a request waits at most `max_wait_s` for company."""
+    """Faces of concurrent requests share one onnxruntime call (dynamic batching, as Triton does it).
 
-    def __init__(self, holder: ModelHolder, metrics: EdgeMetrics, max_batch: int = 64, max_wait_s: float = 0.002) -> None:
+    One batch computes at a time; whatever arrives meanwhile forms the next batch, so an idle node adds
+    no delay and a busy one batches by itself. `max_wait_s` > 0 also holds a lone request that long
+    for company; `max_batch` bounds the faces per call. Must be created on the event loop it serves.
+    """
+
+    def __init__(self, holder: ModelHolder, metrics: EdgeMetrics, max_batch: int = 64, max_wait_s: float = 0.0) -> None:
         self.holder = holder
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="edgefer-batcher", daemon=True)
-        self._thread.start()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="edgefer-batch")
+        self._worker = asyncio.get_running_loop().create_task(self._loop())
 
-    def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]:
+    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]:
         item = _Pending(faces)
-        self._queue.put(item)
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.probabilities, item.version
+        self._queue.put_nowait(item)
+        return await item.future
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+    async def close(self) -> None:
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _collect(self, first: _Pending) -> list[_Pending]:
-        """The first request plus whatever arrives before its deadline, up to max_batch faces."""
-        batch, size = [first], len(first.faces)
-        deadline = time.monotonic() + self.max_wait_s
+    async def _collect(self) -> list[_Pending]:
+        """The oldest request plus what is queued (or arrives within max_wait_s), up to max_batch faces."""
+        batch = [await self._queue.get()]
+        size = len(batch[0].faces)
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
         while size < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:  # closing: finish this batch, let the loop see the sentinel
-                self._queue.put(None)
-                break
-            batch.append(item)
-            size += len(item.faces)
+            if self._queue.empty():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+            size += len(batch[-1].faces)
         return batch
 
-    def _loop(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = self._collect(first)
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [p for p in await self._collect() if not p.future.done()]  # skip requests cancelled meanwhile
+            if not batch:
+                continue
             try:
-                model = _current(self.holder)
                 faces = np.concatenate([p.faces for p in batch])
-                self.metrics.batch_faces.observe(len(faces))
-                probabilities = softmax(model.classifier.logits(faces))
-                offset = 0
+                probabilities, version = await loop.run_in_executor(self._pool, _infer, self.holder, self.metrics, faces)
+            except Exception as exc:  # handed to every waiting request; the batcher lives on
                 for item in batch:
-                    item.probabilities = probabilities[offset : offset + len(item.faces)]
-                    item.version = model.version
-                    offset += len(item.faces)
-            except BaseException as exc:  # handed to every waiting request; the batcher lives on
-                for item in batch:
-                    item.error = exc
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            offset = 0
             for item in batch:
-                item.done.set()
+                if not item.future.done():
+                    item.future.set_result((probabilities[offset : offset + len(item.faces)], version))
+                offset += len(item.faces)

@@ -33,7 +33,7 @@ class LoadedModel:
 def load_model(data: bytes, version: str, threads: int) -> LoadedModel:
     """Build a session from ONNX bytes and prove it works (shape, finiteness) before anyone can use it."""
     try:
-        classifier = OnnxFaceClassifier(data, intra_op_threads=threads)
+        classifier = OnnxFaceClassifier(data, intra_op_threads=threads, spin=False)  # the node's cores are shared
     except ModelFileError as exc:
         raise ModelLoadError(f"model {version}: {exc}") from exc
     inputs = classifier.session.get_inputs()

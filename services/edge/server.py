@@ -1,17 +1,23 @@
 """The edge node's gRPC server: Classify, StreamClassify (latest frame wins), GetModelInfo, health, reflection.
 
+The server is grpc.aio on an event loop of its own thread: one loop reads and answers every stream,
+and the CPU work (decoding, detection, onnxruntime) runs on worker threads that release the GIL, so
+a node is not bounded by a thread per stream. `RunningServer` is the thread-safe handle the rest of
+the node (main, the registry sync agent, tests) uses to swap models, report health and stop.
 Structure follows the grpc examples: a servicer over the shared pieces (model holder, pipeline,
-metrics), a `serve()` that wires health and reflection, and graceful shutdown that first reports
-NOT_SERVING so that load balancers stop sending before in-flight calls are drained.
+metrics), health and reflection wired in, and graceful shutdown that first reports NOT_SERVING so
+that load balancers stop sending before in-flight calls are drained.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
-from collections.abc import Iterator
-from concurrent import futures
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from edgefer.labels import CLASSES
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
-from services.edge.detection import HaarFaceDetector
+from services.edge.detection import HaarFaceDetector, StreamDetector
 from services.edge.frames import FrameError
 from services.edge.inference import BatchedInference, DirectInference
 from services.edge.metrics import EdgeMetrics
@@ -29,6 +35,7 @@ from services.edge.settings import EdgeSettings
 from services.edge.tracking import FaceTracker
 
 SERVICE_NAME = edge_pb2.DESCRIPTOR.services_by_name["EdgeFer"].full_name
+T = TypeVar("T")
 
 
 class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
@@ -38,116 +45,143 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
         self.metrics = metrics
         self.drop_stale = drop_stale
 
-    def _model_or_abort(self, context: grpc.ServicerContext) -> LoadedModel:
+    async def _model_or_abort(self, context: grpc.aio.ServicerContext) -> LoadedModel:
         model = self.holder.current()
         if model is None:
-            self._abort(context, grpc.StatusCode.UNAVAILABLE, "no model loaded yet")
+            await self._abort(context, grpc.StatusCode.UNAVAILABLE, "no model loaded yet")
         return model
 
-    def _abort(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    async def _abort(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
         self.metrics.errors.labels(code.name).inc()
-        context.abort(code, message)
+        await context.abort(code, message)
 
-    def Classify(self, request: edge_pb2.ClassifyRequest, context: grpc.ServicerContext) -> edge_pb2.ClassifyResponse:
-        model = self._model_or_abort(context)
+    async def Classify(self, request: edge_pb2.ClassifyRequest, context: grpc.aio.ServicerContext) -> edge_pb2.ClassifyResponse:
+        model = await self._model_or_abort(context)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:  # the caller gave up already: do not spend the CPU
-            self._abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline expired before processing")
+            await self._abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline expired before processing")
         try:
-            result = self.pipeline.process(request.frame, model.version)
+            result = await self.pipeline.process(request.frame, model.version)
         except FrameError as exc:
             self.metrics.frames.labels("invalid").inc()
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.too_large else grpc.StatusCode.INVALID_ARGUMENT
-            self._abort(context, code, str(exc))
+            await self._abort(context, code, str(exc))
         return edge_pb2.ClassifyResponse(result=result)
 
-    def StreamClassify(self, request_iterator: Iterator[edge_pb2.Frame], context: grpc.ServicerContext) -> Iterator[edge_pb2.FrameResult]:
-        self._model_or_abort(context)
+    async def StreamClassify(
+        self, request_iterator: AsyncIterator[edge_pb2.Frame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[edge_pb2.FrameResult]:
+        await self._model_or_abort(context)
         self.metrics.active_streams.inc()
-        tracker = FaceTracker()
+        tracker, detector = FaceTracker(), self.pipeline.stream_detector()
         try:
-            frames = _LatestFrames(request_iterator) if self.drop_stale else None
-            source = frames.batches() if frames else ([f] for f in request_iterator)
-            for batch in source:
-                if not context.is_active():  # cancelled or past its deadline: stop working for nobody
+            source = _latest_frames(request_iterator) if self.drop_stale else _one_by_one(request_iterator)
+            async for batch in source:
+                if context.done():  # cancelled or past its deadline: stop working for nobody
                     return
                 *stale, frame = batch
                 for old in stale:
                     self.metrics.dropped.inc()
                     self.metrics.frames.labels("dropped").inc()
                     yield edge_pb2.FrameResult(sequence=old.sequence, status=edge_pb2.FRAME_STATUS_DROPPED)
-                yield self._stream_frame(frame, tracker, context)
+                yield await self._stream_frame(frame, tracker, detector, context)
         finally:
             self.metrics.active_streams.dec()
 
-    def _stream_frame(self, frame: edge_pb2.Frame, tracker: FaceTracker, context: grpc.ServicerContext) -> edge_pb2.FrameResult:
-        model = self._model_or_abort(context)
+    async def _stream_frame(self, frame: edge_pb2.Frame, tracker: FaceTracker, detector: StreamDetector,
+                            context: grpc.aio.ServicerContext) -> edge_pb2.FrameResult:
+        model = await self._model_or_abort(context)
         try:
-            result = self.pipeline.process(frame, model.version, tracker)
+            return await self.pipeline.process(frame, model.version, tracker, detector)
         except FrameError as exc:
             self.metrics.frames.labels("invalid").inc()
             self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
             return edge_pb2.FrameResult(
                 sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_INVALID, error=str(exc), model_version=model.version
             )
-        return result
 
-    def GetModelInfo(self, request: edge_pb2.GetModelInfoRequest, context: grpc.ServicerContext) -> edge_pb2.ModelInfo:
-        model = self._model_or_abort(context)
+    async def GetModelInfo(self, request: edge_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> edge_pb2.ModelInfo:
+        model = await self._model_or_abort(context)
         return edge_pb2.ModelInfo(version=model.version, sha256=model.sha256, classes=list(CLASSES), loaded_at=model.loaded_at)
 
 
-class _LatestFrames:
-    """Reads a stream's frames on a thread; the consumer gets all waiting frames, the newest last.
+async def _one_by_one(requests: AsyncIterator[edge_pb2.Frame]) -> AsyncIterator[list[edge_pb2.Frame]]:
+    async for frame in requests:
+        yield [frame]
+
+
+async def _latest_frames(requests: AsyncIterator[edge_pb2.Frame]) -> AsyncIterator[list[edge_pb2.Frame]]:
+    """A stream's frames read by a task of their own; each batch is every frame waiting, the newest last.
 
     When the node is slower than the client, the frames that piled up while one was processed are
     answered DROPPED and only the newest is classified: latency stays bounded instead of growing.
     """
+    pending: deque[edge_pb2.Frame] = deque()
+    arrived = asyncio.Event()
+    finished = False
 
-    def __init__(self, requests: Iterator[edge_pb2.Frame]) -> None:
-        self._pending: deque[edge_pb2.Frame] = deque()
-        self._cond = threading.Condition()
-        self._done = False
-        self._error: BaseException | None = None
-        threading.Thread(target=self._read, args=(requests,), daemon=True).start()
-
-    def _read(self, requests: Iterator[edge_pb2.Frame]) -> None:
+    async def read() -> None:
+        nonlocal finished
         try:
-            for frame in requests:
-                with self._cond:
-                    self._pending.append(frame)
-                    self._cond.notify()
-        except BaseException as exc:  # the client went away or cancelled: end the stream
-            self._error = exc
+            async for frame in requests:
+                pending.append(frame)
+                arrived.set()
+        except grpc.RpcError:  # the client went away or cancelled: end the stream
+            pass
         finally:
-            with self._cond:
-                self._done = True
-                self._cond.notify()
+            finished = True
+            arrived.set()
 
-    def batches(self) -> Iterator[list[edge_pb2.Frame]]:
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
         while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._done)
-                if not self._pending:
+            if not pending:
+                if finished:
                     return
-                batch = list(self._pending)
-                self._pending.clear()
+                arrived.clear()  # no await between the check and the clear: the reader cannot slip in
+                await arrived.wait()
+                continue
+            batch = list(pending)
+            pending.clear()
             yield batch
+    finally:
+        reader.cancel()
+
+
+class _LoopThread:
+    """An asyncio loop on a daemon thread, and a way to run coroutines on it from any other thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="edgefer-grpc", daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
 
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    """Thread-safe handle on a node's server; its methods may be called from any thread but the loop's."""
+
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     holder: ModelHolder
     metrics: EdgeMetrics
-    inference: DirectInference | BatchedInference
+    _server: grpc.aio.Server
+    _inference: DirectInference | BatchedInference
+    _cpu_pool: ThreadPoolExecutor
+    _loop: _LoopThread
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
-            self.health.set(name, status)
+            self._loop.call(self.health.set(name, status))
 
     def swap(self, model: LoadedModel) -> None:
         self.holder.swap(model)
@@ -166,8 +200,10 @@ class RunningServer:
 
     def stop(self, grace: float) -> None:
         self.set_serving(False)
-        self.server.stop(grace).wait()
-        self.inference.close()
+        self._loop.call(self._server.stop(grace))
+        self._loop.call(self._inference.close())
+        self._cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self._loop.close()
 
 
 def _credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
@@ -183,28 +219,38 @@ def _credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
 
 def start_server(settings: EdgeSettings, metrics: EdgeMetrics | None = None) -> RunningServer:
     """Start serving (NOT_SERVING until a model is swapped in); returns the handle with the bound port."""
-    metrics = metrics or EdgeMetrics()
+    loop = _LoopThread()
+    try:
+        return loop.call(_start(settings, metrics or EdgeMetrics(), loop))
+    except BaseException:
+        loop.close()
+        raise
+
+
+async def _start(settings: EdgeSettings, metrics: EdgeMetrics, loop: _LoopThread) -> RunningServer:
     holder = ModelHolder()
     inference = (
         BatchedInference(holder, metrics, settings.batch_max_faces, settings.batch_max_wait_ms / 1e3)
         if settings.batch_across_streams
-        else DirectInference(holder, metrics)
+        else DirectInference(holder, metrics, workers=settings.intra_op_threads)
     )
-    pipeline = FramePipeline(HaarFaceDetector(detect_width=settings.detect_width), inference, metrics)
+    cpu_pool = ThreadPoolExecutor(settings.intra_op_threads, thread_name_prefix="edgefer-detect")
+    detector = HaarFaceDetector(detect_width=settings.detect_width)
+    pipeline = FramePipeline(detector, inference, metrics, cpu_pool, settings.redetect_every)
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_concurrent_streams + 8), options=options)
+    server = grpc.aio.server(options=options)
     edge_pb2_grpc.add_EdgeFerServicer_to_server(EdgeFerServicer(holder, pipeline, metrics, settings.drop_stale_frames), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
     credentials = _credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    server.start()
-    running = RunningServer(server, port, health_servicer, holder, metrics, inference)
-    running.set_serving(False)
-    return running
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return RunningServer(port, health_servicer, holder, metrics, server, inference, cpu_pool, loop)

@@ -24,8 +24,9 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     drop_stale_frames: bool = True
     batch_across_streams: bool = False  # run faces of concurrent requests as one batch
     batch_max_faces: int = 64
-    batch_max_wait_ms: float = 2.0
+    batch_max_wait_ms: float = 0.0  # >0: a lone face waits this long for company
     detect_width: int = 320
+    redetect_every: int = 8  # streams: whole-frame detection every N frames, near known faces in between (1: always)
     grace_seconds: float = 5.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
