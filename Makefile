@@ -70,7 +70,7 @@ $(FER_PY):
 
 bench-edge: setup $(FER_PY)
 	$(BIN)/python benchmarks/edge_throughput.py --model models/ean-pruned-int8.onnx --streams 1 4 16 --seconds 10 \
-		--batch-across-streams --fer-python $(FER_PY)
+		--fer-python $(FER_PY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

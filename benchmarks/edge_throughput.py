@@ -3,8 +3,10 @@
 The node runs as its own process (`edgefer-edge`), as on a device. The clients are one asyncio
 process (grpc.aio, the cheapest Python client, so that the load generator takes as little as possible
 of the two cores it shares with the node). Each stream is closed-loop: it sends its next frame when
-the previous result arrives, so nothing is dropped and the latency is the full round trip. Workloads: (a) already-cropped 48x48 faces, (b) 640x480 JPEG frames with one
-face that the node must detect.
+the previous result arrives, so nothing is dropped and the latency is the full round trip.
+Workloads: (a) already-cropped 48x48 faces, (b) 640x480 JPEG frames with one face that the node must
+detect; the face stays in place from frame to frame, as in a video of someone facing the camera, and
+`--redetect-every 1` makes the node search every whole frame instead.
 
     python benchmarks/edge_throughput.py --model models/ean-baseline.onnx --streams 1 4 16 --seconds 10
 """
@@ -105,7 +107,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="node's onnxruntime threads")
-    parser.add_argument("--batch-across-streams", action="store_true", help="node batches faces of concurrent streams")
+    parser.add_argument("--no-batch-across-streams", dest="batch_across_streams", action="store_false",
+                        help="one onnxruntime call per request instead of the node's dynamic batching")
+    parser.add_argument("--batch-concurrency", type=int, default=2, help="node: batches computing at once")
+    parser.add_argument("--workloads", nargs="+", choices=["crops", "scenes"], default=["crops", "scenes"])
+    parser.add_argument("--redetect-every", type=int, default=8, help="node: whole-frame detection every N stream frames")
     parser.add_argument("--fer-python", type=Path, default=None,
                         help="also run the same frames through the `fer` package with this interpreter (.venv-fer/bin/python)")
     parser.add_argument("--batch-max-wait-ms", type=float, default=0.0, help="with batching: how long a lone face waits")
@@ -115,7 +121,7 @@ def main() -> None:
         [sys.executable, "-m", "services.edge.main", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
          "--model-path", str(args.model), "--intra-op-threads", str(args.threads), "--no-drop-stale-frames",
          "--batch-across-streams" if args.batch_across_streams else "--no-batch-across-streams",
-         "--batch-max-wait-ms", str(args.batch_max_wait_ms)],
+         "--batch-max-wait-ms", str(args.batch_max_wait_ms), "--batch-concurrency", str(args.batch_concurrency), "--redetect-every", str(args.redetect_every)],
         stderr=subprocess.DEVNULL,
     )
     target = f"127.0.0.1:{port}"
@@ -124,10 +130,13 @@ def main() -> None:
         time.sleep(1.0)
         mode = (f"batched across streams (max wait {args.batch_max_wait_ms} ms)" if args.batch_across_streams
                 else "one call per frame")
-        print(f"model {args.model}, node threads {args.threads}, {mode}, {args.seconds:.0f}s per row, closed-loop streams")
+        print(f"model {args.model}, node threads {args.threads}, {mode}, whole-frame detection every {args.redetect_every} "
+              f"frames, {args.seconds:.0f}s per row, closed-loop streams")
         print("| workload | streams | frames/s | p50 (ms) | p99 (ms) |")
         print("|---|---:|---:|---:|---:|")
-        for name, frames in (("48x48 crops", crop_frames(256)), ("640x480 JPEG + detection", scene_frames(64))):
+        workloads = {"crops": ("48x48 crops", crop_frames), "scenes": ("640x480 JPEG + detection", scene_frames)}
+        for name, make in (workloads[w] for w in args.workloads):
+            frames = make(256 if make is crop_frames else 64)
             for streams in args.streams:
                 rate, p50, p99 = asyncio.run(measure(target, frames, streams, args.seconds))
                 print(f"| {name} | {streams} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from fer import FER  # noqa: E402
+from fer.fer import FER  # noqa: E402
 
 FER2013_ORDER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

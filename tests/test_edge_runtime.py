@@ -85,6 +85,21 @@ def test_search_near_a_known_face_finds_it_again(real_fer: Path) -> None:
     assert checked >= 14 and found >= 0.8 * checked  # 23 of 26 when measured; a miss costs a whole-frame pass
 
 
+def test_one_detector_serves_many_threads_at_once() -> None:
+    """OpenCV's cascade is not thread-safe; the node's detection workers share one HaarFaceDetector."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = HaarFaceDetector()
+    frames = [np.random.default_rng(k).integers(0, 256, (240, 320), dtype=np.uint8) for k in range(8)]
+
+    def search(k: int) -> int:
+        frame = frames[k % len(frames)]
+        return len(detector.detect(frame)) + len(detector.detect_near(frame, Box(40 + k % 50, 30, 60 + k % 40, 60 + k % 40)))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(n >= 0 for n in pool.map(search, range(200)))
+
+
 class CountingDetector:
     """A stand-in face detector with a fixed answer that records which search the stream asked for."""
 

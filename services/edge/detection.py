@@ -7,6 +7,7 @@ opencv-python-headless 4.x, run on a downscaled copy of the frame for speed. A b
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,17 +40,31 @@ class FaceDetector(Protocol):
 
 
 class HaarFaceDetector:
-    """Frontal-face Haar cascade on a frame downscaled to at most `detect_width` pixels wide."""
+    """Frontal-face Haar cascade on a frame downscaled to at most `detect_width` pixels wide.
+
+    OpenCV's CascadeClassifier keeps per-call scale data inside itself, so two threads searching at
+    once corrupt each other: every thread gets a cascade of its own.
+    """
+
+    PATH = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
     def __init__(self, detect_width: int = 320, min_face: int = 24, scale_factor: float = 1.15, min_neighbors: int = 5) -> None:
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
-            raise RuntimeError(f"{path}: Haar cascade missing; opencv-python-headless 4.x ships it, 5.x does not")
+        self._per_thread = threading.local()
+        self.cascade  # load now, so that a missing file fails at start, not at the first frame
         self.detect_width = detect_width
         self.min_face = min_face
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
+
+    @property
+    def cascade(self) -> cv2.CascadeClassifier:
+        cascade = getattr(self._per_thread, "cascade", None)
+        if cascade is None:
+            cascade = cv2.CascadeClassifier(str(self.PATH))
+            if cascade.empty():
+                raise RuntimeError(f"{self.PATH}: Haar cascade missing; opencv-python-headless 4.x ships it, 5.x does not")
+            self._per_thread.cascade = cascade
+        return cascade
 
     def detect(self, gray: np.ndarray) -> list[Box]:
         scale = min(1.0, self.detect_width / gray.shape[1])

@@ -15,6 +15,9 @@ class EdgeMetrics:
             "edgefer_request_latency_seconds", "Time per frame by pipeline stage", ["stage"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.frames = Counter("edgefer_frames", "Frames received, by outcome", ["status"], registry=r)
+        # labelled children looked up once: the per-frame path runs a thousand times a second
+        self.stage_latency = {stage: self.latency.labels(stage) for stage in ("decode", "detect", "infer", "total")}
+        self.frames_ok = self.frames.labels("ok")
         self.faces = Counter("edgefer_faces", "Faces classified", registry=r)
         self.dropped = Counter("edgefer_dropped_frames", "Stale stream frames skipped (latest frame wins)", registry=r)
         self.errors = Counter("edgefer_errors", "Requests or frames refused, by gRPC status code", ["code"], registry=r)

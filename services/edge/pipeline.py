@@ -81,12 +81,14 @@ class FramePipeline:
         result = edge_pb2.FrameResult(sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_OK, model_version=version)
         for box, probs, track in zip(boxes, probabilities, tracks):
             result.faces.append(_face_result(box, probs, track))
-        for stage, seconds in (("decode", located.decode_s), ("detect", located.detect_s), ("infer", inferred - located_at)):
-            self.metrics.latency.labels(stage).observe(seconds)
+        stages = self.metrics.stage_latency
+        stages["decode"].observe(located.decode_s)
+        stages["detect"].observe(located.detect_s)
+        stages["infer"].observe(inferred - located_at)
         self.metrics.faces.inc(len(boxes))
-        self.metrics.frames.labels("ok").inc()
+        self.metrics.frames_ok.inc()
         elapsed = time.perf_counter() - start
-        self.metrics.latency.labels("total").observe(elapsed)
+        stages["total"].observe(elapsed)
         result.server_latency_ms = elapsed * 1e3
         return result
 
@@ -99,7 +101,7 @@ def _face_result(box: Box, probs: np.ndarray, track) -> edge_pb2.FaceResult:
     label = CLASSES[int(probs.argmax())]
     return edge_pb2.FaceResult(
         box=edge_pb2.BoundingBox(x=box.x, y=box.y, width=box.width, height=box.height),
-        probabilities=[float(p) for p in probs],
+        probabilities=probs.tolist(),
         label=label,
         smoothed_label=CLASSES[int(track.probabilities.argmax())] if track is not None else label,
         track_id=track.track_id if track is not None else 0,

@@ -230,7 +230,7 @@ def start_server(settings: EdgeSettings, metrics: EdgeMetrics | None = None) -> 
 async def _start(settings: EdgeSettings, metrics: EdgeMetrics, loop: _LoopThread) -> RunningServer:
     holder = ModelHolder()
     inference = (
-        BatchedInference(holder, metrics, settings.batch_max_faces, settings.batch_max_wait_ms / 1e3)
+        BatchedInference(holder, metrics, settings.batch_max_faces, settings.batch_max_wait_ms / 1e3, settings.batch_concurrency)
         if settings.batch_across_streams
         else DirectInference(holder, metrics, workers=settings.intra_op_threads)
     )

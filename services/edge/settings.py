@@ -22,8 +22,9 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     max_message_bytes: int = 4 * 1024 * 1024
     max_concurrent_streams: int = 64
     drop_stale_frames: bool = True
-    batch_across_streams: bool = False  # run faces of concurrent requests as one batch
+    batch_across_streams: bool = True  # faces of concurrent requests share onnxruntime calls (dynamic batching)
     batch_max_faces: int = 64
+    batch_concurrency: int = 2  # batches computing at once
     batch_max_wait_ms: float = 0.0  # >0: a lone face waits this long for company
     detect_width: int = 320
     redetect_every: int = 8  # streams: whole-frame detection every N frames, near known faces in between (1: always)
