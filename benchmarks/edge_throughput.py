@@ -53,40 +53,54 @@ def crop_frames(n: int) -> list[edge_pb2.Frame]:
     ]
 
 
-def scene_frames(n: int) -> list[edge_pb2.Frame]:
+def scene_frames(n: int, hold: int = 15) -> list[edge_pb2.Frame]:
+    """A video of `n` people in turn: each face is on screen for `hold` frames (half a second at 30
+    frames/s), drifting 3 pixels a frame, on a 640x480 background."""
     out = []
     for face in faces(n):
-        scene = np.full((480, 640), 90, np.uint8)
-        scene[120:360, 200:440] = cv2.resize(face, (240, 240), interpolation=cv2.INTER_CUBIC)
-        ok, jpeg = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        out.append(edge_pb2.Frame(encoded=jpeg.tobytes()))
+        big = cv2.resize(face, (240, 240), interpolation=cv2.INTER_CUBIC)
+        for t in range(hold):
+            scene = np.full((480, 640), 90, np.uint8)
+            x, y = 180 + 3 * t, 110 + t
+            scene[y : y + 240, x : x + 240] = big
+            ok, jpeg = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            out.append(edge_pb2.Frame(encoded=jpeg.tobytes()))
     return out
 
 
 async def closed_loop_stream(channel: grpc.aio.Channel, frames: list[edge_pb2.Frame], stop: asyncio.Event,
-                             latencies: list[float]) -> None:
-    """One stream: send a frame, wait for its result, repeat (so nothing queues and nothing is dropped)."""
+                             latencies: list[float], faces_found: list[int], fps: float, phase: float) -> None:
+    """One stream: send a frame, wait for its result, repeat (so nothing queues and nothing is dropped);
+    with `fps` > 0 the next frame waits for its tick, as a camera's would, the first tick `phase` s late
+    (cameras are not in step with each other)."""
     frames = [edge_pb2.Frame.FromString(f.SerializeToString()) for f in frames]  # this stream's own, to number
     call = edge_pb2_grpc.EdgeFerStub(channel).StreamClassify()
     i = 0
+    start = time.perf_counter() + phase
     while not stop.is_set():
+        if fps > 0:
+            await asyncio.sleep(max(0.0, start + i / fps - time.perf_counter()))
         frame = frames[i % len(frames)]
         frame.sequence = i
         sent = time.perf_counter()
         await call.write(frame)
         result = await call.read()
         latencies.append(time.perf_counter() - sent)
+        faces_found.append(len(result.faces))
         assert result.sequence == i and result.status == edge_pb2.FRAME_STATUS_OK, result
         i += 1
     await call.done_writing()
 
 
-async def measure(target: str, frames: list[edge_pb2.Frame], streams: int, seconds: float) -> tuple[float, float, float]:
-    """Frames/s and latency p50/p99 (ms) over `seconds`, after one second of warm-up; one channel per stream."""
+async def measure(target: str, frames: list[edge_pb2.Frame], streams: int, seconds: float,
+                  fps: float = 0.0) -> tuple[float, float, float, float]:
+    """Frames/s, latency p50/p99 (ms) and faces found per frame over `seconds`, after one second of warm-up;
+    one channel per stream."""
     channels = [grpc.aio.insecure_channel(target) for _ in range(streams)]
     stop = asyncio.Event()
     per_stream: list[list[float]] = [[] for _ in range(streams)]
-    tasks = [asyncio.create_task(closed_loop_stream(c, frames, stop, per_stream[k])) for k, c in enumerate(channels)]
+    found: list[list[int]] = [[] for _ in range(streams)]
+    tasks = [asyncio.create_task(closed_loop_stream(c, frames, stop, per_stream[k], found[k], fps, k / (streams * fps) if fps else 0.0)) for k, c in enumerate(channels)]
     await asyncio.sleep(1.0)  # warm-up, not counted
     counts = [len(x) for x in per_stream]
     start = time.perf_counter()
@@ -98,7 +112,8 @@ async def measure(target: str, frames: list[edge_pb2.Frame], streams: int, secon
     for c in channels:
         await c.close()
     lat = np.asarray([v for k, xs in enumerate(per_stream) for v in xs[counts[k] : ends[k]]]) * 1e3
-    return len(lat) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    faces = np.mean([v for k, xs in enumerate(found) for v in xs[counts[k] : ends[k]]])
+    return len(lat) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(faces)
 
 
 def main() -> None:
@@ -110,6 +125,7 @@ def main() -> None:
     parser.add_argument("--no-batch-across-streams", dest="batch_across_streams", action="store_false",
                         help="one onnxruntime call per request instead of the node's dynamic batching")
     parser.add_argument("--batch-concurrency", type=int, default=2, help="node: batches computing at once")
+    parser.add_argument("--fps", type=float, default=0.0, help="frames/s per stream (0: as fast as the node answers)")
     parser.add_argument("--workloads", nargs="+", choices=["crops", "scenes"], default=["crops", "scenes"])
     parser.add_argument("--redetect-every", type=int, default=8, help="node: whole-frame detection every N stream frames")
     parser.add_argument("--fer-python", type=Path, default=None,
@@ -131,20 +147,21 @@ def main() -> None:
         mode = (f"batched across streams (max wait {args.batch_max_wait_ms} ms)" if args.batch_across_streams
                 else "one call per frame")
         print(f"model {args.model}, node threads {args.threads}, {mode}, whole-frame detection every {args.redetect_every} "
-              f"frames, {args.seconds:.0f}s per row, closed-loop streams")
-        print("| workload | streams | frames/s | p50 (ms) | p99 (ms) |")
-        print("|---|---:|---:|---:|---:|")
+              f"frames, {args.seconds:.0f}s per row, closed-loop streams"
+              + (f" paced at {args.fps:g} frames/s each" if args.fps else ""))
+        print("| workload | streams | frames/s | p50 (ms) | p99 (ms) | faces/frame |")
+        print("|---|---:|---:|---:|---:|---:|")
         workloads = {"crops": ("48x48 crops", crop_frames), "scenes": ("640x480 JPEG + detection", scene_frames)}
         for name, make in (workloads[w] for w in args.workloads):
-            frames = make(256 if make is crop_frames else 64)
+            frames = make(256 if make is crop_frames else 32)
             for streams in args.streams:
-                rate, p50, p99 = asyncio.run(measure(target, frames, streams, args.seconds))
-                print(f"| {name} | {streams} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)
+                rate, p50, p99, faces = asyncio.run(measure(target, frames, streams, args.seconds, args.fps))
+                print(f"| {name} | {streams} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {faces:.2f} |", flush=True)
     finally:
         node.terminate()
         node.wait(timeout=30)
     if args.fer_python:
-        run_fer(args.fer_python, scene_frames(64), args.seconds)
+        run_fer(args.fer_python, scene_frames(32), args.seconds)
 
 
 def run_fer(python: Path, scenes: list[edge_pb2.Frame], seconds: float) -> None:

@@ -117,6 +117,7 @@ class CountingDetector:
 
 
 def test_a_stream_searches_the_whole_frame_every_n_frames_and_when_a_face_is_lost() -> None:
+    """Near searches between whole-frame passes; a lost face forces a pass; an empty picture waits for the next."""
     from services.edge.detection import StreamDetector
 
     inner = CountingDetector()
@@ -128,6 +129,10 @@ def test_a_stream_searches_the_whole_frame_every_n_frames_and_when_a_face_is_los
     inner.faces = [Box(60, 60, 30, 30)]  # the face jumped away: the near search misses, a whole pass follows at once
     inner.calls.clear()
     assert stream.detect(frame) == inner.faces and inner.calls == ["near", "whole"]
+    inner.faces = []  # everyone left: whole-frame passes only every third frame, nothing in between
+    inner.calls.clear()
+    assert [stream.detect(frame) for _ in range(6)] == [[]] * 6
+    assert inner.calls == ["near", "whole", "whole"]
     always = CountingDetector()
     for _ in range(3):
         StreamDetector(always, redetect_every=1).detect(frame)

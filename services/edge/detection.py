@@ -92,18 +92,20 @@ class HaarFaceDetector:
 
 
 class StreamDetector:
-    """One stream's detection: the whole frame every `redetect_every` frames, and whenever a face was lost;
-    in between, only the neighbourhood of each face of the previous frame (faces move little between
-    frames). A face entering the picture is found at the next whole-frame pass at the latest."""
+    """One stream's detection: the whole frame every `redetect_every` frames, and at once when a known face
+    is lost; in between, only the neighbourhood of each face of the previous frame (faces move little
+    between frames), and nothing at all while no face is in the picture. A face entering the picture is
+    found at the next whole-frame pass, at most `redetect_every` frames later (0.27 s at 30 frames/s
+    for 8), and a board watching an empty room spends an eighth of the detection work."""
 
     def __init__(self, detector: FaceDetector, redetect_every: int) -> None:
         self.detector = detector
         self.redetect_every = redetect_every
         self._previous: list[Box] = []
-        self._since_full = 0
+        self._since_full = redetect_every  # the first frame gets a whole-frame pass
 
     def detect(self, gray: np.ndarray) -> list[Box]:
-        if self._previous and self._since_full < self.redetect_every:  # redetect_every <= 1: always whole frames
+        if self._since_full < self.redetect_every:  # redetect_every <= 1: always whole frames
             found = [near for box in self._previous for near in self.detector.detect_near(gray, box)[:1]]
             if len(found) == len(self._previous):
                 self._since_full += 1
