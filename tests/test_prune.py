@@ -153,3 +153,26 @@ def test_impossible_prune_settings_fail_with_a_message(tmp_path: Path, toy_npz: 
     assert worker_main(["prune", "--model", str(tmp_path / "m.pt"), "--data", str(toy_npz), "--target", "1.5",
                         "--workdir", str(tmp_path / "w")]) == 2
     assert "target MAC reduction must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_prune_can_take_its_soft_labels_from_a_larger_teacher(tmp_path: Path, toy_npz: Path) -> None:
+    from compression_worker.distill.soft_labels import SoftLabelSpec, teacher_soft_labels
+    from compression_worker.training.run import DataConfig, load_splits
+
+    small = varied(EANConfig(stem_channels=8, widths=(16, 32), depths=(1, 2), dropout=0.0))
+    large = varied(EANConfig(stem_channels=8, widths=(24, 48), depths=(1, 2), dropout=0.0), seed=1)
+    save_model(small, tmp_path / "distilled.pt")
+    save_model(large, tmp_path / "teacher.pt")
+    common = ["prune", "--model", str(tmp_path / "distilled.pt"), "--data", str(toy_npz), "--target", "0.5",
+              "--local-epochs", "0", "--finetune-epochs", "1", "--channel-multiple", "4", "--threads", "2"]
+    assert worker_main([*common, "--workdir", str(tmp_path / "own")]) == 0
+    assert worker_main([*common, "--workdir", str(tmp_path / "taught"), "--teacher", str(tmp_path / "teacher.pt")]) == 0
+    splits = load_splits(DataConfig(toy_npz, None, 0.1, 0, None))
+    expected = teacher_soft_labels(large, splits.train.x, SoftLabelSpec(2.0, True), torch.device("cpu"))
+    taught = np.load(tmp_path / "taught" / "soft_labels.npz")
+    own = np.load(tmp_path / "own" / "soft_labels.npz")
+    np.testing.assert_allclose(taught["probs"], expected, atol=1e-6)
+    assert not np.allclose(own["probs"], expected, atol=1e-3)
+    assert str(taught["spec"]) != str(own["spec"])  # the cache is keyed by the teacher: no stale labels across teachers
+    summary = json.loads((tmp_path / "taught" / "prune.json").read_text())
+    assert summary["teacher"] == str(tmp_path / "teacher.pt") and summary["pruned_from"] == str(tmp_path / "distilled.pt")
