@@ -54,11 +54,11 @@ class _Pending:
 class BatchedInference:
     """Faces of concurrent requests share one onnxruntime call (dynamic batching, as Triton does it).
 
-    Up to `concurrency` batches compute at a time (two in flight kept 2 cores busier than one, +12%
-    faces/s in the edge benchmark); whatever arrives while they run
-    forms the next batch, so an idle node adds no delay and a busy one batches by itself.
-    `max_wait_s` > 0 also holds a lone request that long for company; `max_batch` bounds the faces
-    per call. Must be created on the event loop it serves.
+    Up to `concurrency` batches compute at a time (two in flight keep 2 cores busier than one: +12%
+    faces/s in the edge benchmark); whatever arrives while they run forms the next batch, so an idle
+    node adds no delay and a busy one batches by itself. `max_wait_s` > 0 also holds a lone request
+    that long for company; `max_batch` bounds the faces per call. Must be created on the event loop
+    it serves.
     """
 
     def __init__(self, holder: ModelHolder, metrics: EdgeMetrics, max_batch: int = 64, max_wait_s: float = 0.0,
