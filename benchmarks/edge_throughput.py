@@ -63,7 +63,7 @@ def scene_frames(n: int, hold: int = 15) -> list[edge_pb2.Frame]:
             scene = np.full((480, 640), 90, np.uint8)
             x, y = 180 + 3 * t, 110 + t
             scene[y : y + 240, x : x + 240] = big
-            ok, jpeg = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            _, jpeg = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 85])
             out.append(edge_pb2.Frame(encoded=jpeg.tobytes()))
     return out
 

@@ -18,9 +18,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from fer.fer import FER  # noqa: E402
+import cv2
+import numpy as np
+from fer.fer import FER
 
 FER2013_ORDER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
@@ -44,7 +44,7 @@ def timed(fn, items: list, seconds: float) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("frames", help="npz with `jpegs` (uint8 arrays), `crops` (N,48,48) and `labels` (N,)")
+    parser.add_argument("frames", help="npz with `jpeg_NNN` (encoded frames as uint8 arrays), `crops` (N,48,48) and `labels` (N,)")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     logging.getLogger("fer").setLevel(logging.ERROR)
@@ -61,8 +61,7 @@ def main() -> None:
         return classifier.detect_emotions(cv2.cvtColor(face, cv2.COLOR_GRAY2BGR), face_rectangles=[(0, 0, 48, 48)])
 
     found = sum(len(scene(j)) for j in jpegs)
-    bgr_crops = list(crops)
-    rows = [("48x48 crops", timed(crop, bgr_crops, args.seconds)), ("640x480 JPEG + detection", timed(scene, jpegs, args.seconds))]
+    rows = [("48x48 crops", timed(crop, list(crops), args.seconds)), ("640x480 JPEG + detection", timed(scene, jpegs, args.seconds))]
     for (name, (rate, p50, p99)), faces in zip(rows, (1.0, found / len(jpegs))):
         print(f"| fer ({name}) | 1 (in-process) | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {faces:.2f} |")
     predicted = []

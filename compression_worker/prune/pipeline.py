@@ -2,7 +2,7 @@
 
 Work directory, one folder per pruning step (several smaller steps when `steps` > 1), each complete
 once its metrics.json exists; a rerun skips finished steps and resumes training at its last epoch:
-    soft_labels.npz            the unpruned model's soft labels (the retraining teacher), cached
+    soft_labels.npz            the teacher's soft labels (the unpruned model, or --teacher), cached
     step1/ pruned.pt plan.json local/ finetune/ model.pt metrics.json
     prune.json                 per-step metrics, the settings and the command
 """

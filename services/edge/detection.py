@@ -50,14 +50,14 @@ class HaarFaceDetector:
 
     def __init__(self, detect_width: int = 320, min_face: int = 24, scale_factor: float = 1.15, min_neighbors: int = 5) -> None:
         self._per_thread = threading.local()
-        self.cascade  # load now, so that a missing file fails at start, not at the first frame
+        self._cascade()  # load now, so that a missing file fails at start, not at the first frame
         self.detect_width = detect_width
         self.min_face = min_face
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
 
-    @property
-    def cascade(self) -> cv2.CascadeClassifier:
+    def _cascade(self) -> cv2.CascadeClassifier:
+        """This thread's cascade, loaded on its first search."""
         cascade = getattr(self._per_thread, "cascade", None)
         if cascade is None:
             cascade = cv2.CascadeClassifier(str(self.PATH))
@@ -84,7 +84,7 @@ class HaarFaceDetector:
         small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
         if min(small.shape) < min_side:
             return []
-        found = self.cascade.detectMultiScale(
+        found = self._cascade().detectMultiScale(
             cv2.equalizeHist(small), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(min_side, min_side), maxSize=(max_side, max_side) if max_side else (0, 0),
         )

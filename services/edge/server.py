@@ -179,9 +179,7 @@ class RunningServer:
     _loop: _LoopThread
 
     def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            self._loop.call(self.health.set(name, status))
+        self._loop.call(_set_health(self.health, serving))
 
     def swap(self, model: LoadedModel) -> None:
         self.holder.swap(model)
@@ -204,6 +202,13 @@ class RunningServer:
         self._loop.call(self._inference.close())
         self._cpu_pool.shutdown(wait=False, cancel_futures=True)
         self._loop.close()
+
+
+async def _set_health(servicer: health.aio.HealthServicer, serving: bool) -> None:
+    """The overall status and the EdgeFer service's, which always agree on a node."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", SERVICE_NAME):
+        await servicer.set(name, status)
 
 
 def _credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
@@ -251,6 +256,5 @@ async def _start(settings: EdgeSettings, metrics: EdgeMetrics, loop: _LoopThread
     credentials = _credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await _set_health(health_servicer, serving=False)
     return RunningServer(port, health_servicer, holder, metrics, server, inference, cpu_pool, loop)
