@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -92,10 +94,39 @@ async def closed_loop_stream(channel: grpc.aio.Channel, frames: list[edge_pb2.Fr
     await call.done_writing()
 
 
-async def measure(target: str, frames: list[edge_pb2.Frame], streams: int, seconds: float,
-                  fps: float = 0.0) -> tuple[float, float, float, float]:
-    """Frames/s, latency p50/p99 (ms) and faces found per frame over `seconds`, after one second of warm-up;
-    one channel per stream."""
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds a process has used so far (Linux /proc; nan elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Row:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    faces_per_frame: float
+    node_cpu_ms: float  # node CPU per frame: what a frame costs the device, free of the machine's noise
+    client_cpu_ms: float  # the load generator's CPU per frame, taken from the same cores
+
+
+def median_row(runs: list[Row]) -> Row:
+    """Each column's median over repeated runs."""
+    return Row(*(float(np.median([getattr(r, f.name) for r in runs])) for f in fields(Row)))
+
+
+async def measure(target: str, node_pid: int, frames: list[edge_pb2.Frame], streams: int, seconds: float,
+                  fps: float = 0.0) -> Row:
+    """Frames/s, latency p50/p99 (ms), faces found per frame and CPU per frame over `seconds`, after one
+    second of warm-up; one channel per stream."""
     channels = [grpc.aio.insecure_channel(target) for _ in range(streams)]
     stop = asyncio.Event()
     per_stream: list[list[float]] = [[] for _ in range(streams)]
@@ -103,17 +134,20 @@ async def measure(target: str, frames: list[edge_pb2.Frame], streams: int, secon
     tasks = [asyncio.create_task(closed_loop_stream(c, frames, stop, per_stream[k], found[k], fps, k / (streams * fps) if fps else 0.0)) for k, c in enumerate(channels)]
     await asyncio.sleep(1.0)  # warm-up, not counted
     counts = [len(x) for x in per_stream]
-    start = time.perf_counter()
+    start, node_start, client_start = time.perf_counter(), cpu_seconds(node_pid), own_cpu_seconds()
     await asyncio.sleep(seconds)
     ends = [len(x) for x in per_stream]
     elapsed = time.perf_counter() - start
+    node_cpu, client_cpu = cpu_seconds(node_pid) - node_start, own_cpu_seconds() - client_start
     stop.set()
     await asyncio.gather(*tasks)
     for c in channels:
         await c.close()
     lat = np.asarray([v for k, xs in enumerate(per_stream) for v in xs[counts[k] : ends[k]]]) * 1e3
     faces = np.mean([v for k, xs in enumerate(found) for v in xs[counts[k] : ends[k]]])
-    return len(lat) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(faces)
+    n = len(lat)
+    return Row(n / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(faces),
+               node_cpu / n * 1e3, client_cpu / n * 1e3)
 
 
 def main() -> None:
@@ -131,6 +165,9 @@ def main() -> None:
     parser.add_argument("--fer-python", type=Path, default=None,
                         help="also run the same frames through the `fer` package with this interpreter (.venv-fer/bin/python)")
     parser.add_argument("--batch-max-wait-ms", type=float, default=0.0, help="with batching: how long a lone face waits")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each row this many times and print the medians with the range (a shared machine's "
+                             "speed drifts by 20%% within minutes)")
     args = parser.parse_args()
     port = free_port()
     node = subprocess.Popen(
@@ -142,21 +179,27 @@ def main() -> None:
     )
     target = f"127.0.0.1:{port}"
     try:
-        grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=30)
+        with grpc.insecure_channel(target) as ready:  # closed at once: a sync channel's threads would share the clients' process
+            grpc.channel_ready_future(ready).result(timeout=30)
         time.sleep(1.0)
         mode = (f"batched across streams (max wait {args.batch_max_wait_ms} ms)" if args.batch_across_streams
                 else "one call per frame")
         print(f"model {args.model}, node threads {args.threads}, {mode}, whole-frame detection every {args.redetect_every} "
               f"frames, {args.seconds:.0f}s per row, closed-loop streams"
               + (f" paced at {args.fps:g} frames/s each" if args.fps else ""))
-        print("| workload | streams | frames/s | p50 (ms) | p99 (ms) | faces/frame |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(f"| workload | streams | frames/s | p50 (ms) | p99 (ms) | faces/frame | node CPU ms/frame | client CPU ms/frame "
+              f"| range of {args.repeat} run(s): frames/s; p99 |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         workloads = {"crops": ("48x48 crops", crop_frames), "scenes": ("640x480 JPEG + detection", scene_frames)}
         for name, make in (workloads[w] for w in args.workloads):
             frames = make(256 if make is crop_frames else 32)
             for streams in args.streams:
-                rate, p50, p99, faces = asyncio.run(measure(target, frames, streams, args.seconds, args.fps))
-                print(f"| {name} | {streams} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {faces:.2f} |", flush=True)
+                runs = [asyncio.run(measure(target, node.pid, frames, streams, args.seconds, args.fps)) for _ in range(args.repeat)]
+                r = median_row(runs)
+                rates, p99s = [x.rate for x in runs], [x.p99_ms for x in runs]
+                print(f"| {name} | {streams} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.faces_per_frame:.2f} "
+                      f"| {r.node_cpu_ms:.3f} | {r.client_cpu_ms:.3f} "
+                      f"| {min(rates):,.0f}-{max(rates):,.0f}; {min(p99s):.1f}-{max(p99s):.1f} |", flush=True)
     finally:
         node.terminate()
         node.wait(timeout=30)

@@ -30,7 +30,7 @@ log = logging.getLogger("edgefer.edge")
 def reload_model(node: RunningServer, settings: EdgeSettings) -> None:
     """Load, self-check and swap; a bad file leaves the current model serving."""
     try:
-        model = load_model_file(settings.model_path, settings.intra_op_threads, settings.model_version or None)
+        model = load_model_file(settings.model_path, settings.session_threads, settings.model_version or None)
     except ModelLoadError as exc:
         log.error("model not swapped: %s", exc)
         return
@@ -47,7 +47,7 @@ def start_sync_agent(node: RunningServer, settings: EdgeSettings) -> SyncAgent:
         ManifestVerifier(settings.registry_public_key),
         node,
         ModelCache(settings.model_cache_dir),
-        SyncConfig(settings.node_id, settings.sync_poll_seconds, settings.heartbeat_seconds, threads=settings.intra_op_threads),
+        SyncConfig(settings.node_id, settings.sync_poll_seconds, settings.heartbeat_seconds, threads=settings.session_threads),
     )
     if not agent.serve_cached() and settings.model_path.exists():
         reload_model(node, settings)  # a first boot with no cache: serve the image's model until the registry answers

@@ -67,7 +67,8 @@ class FramePipeline:
         with faces, the result names the model that actually classified them. A stream passes its tracker
         and its detector."""
         start = time.perf_counter()
-        if _is_raw_face_crop(frame):
+        raw_crop = _is_raw_face_crop(frame)
+        if raw_crop:
             located = self.locate(frame)
         else:
             located = await asyncio.get_running_loop().run_in_executor(self.cpu_pool, self.locate, frame, detector)
@@ -82,8 +83,9 @@ class FramePipeline:
         for box, probs, track in zip(boxes, probabilities, tracks):
             result.faces.append(_face_result(box, probs, track))
         stages = self.metrics.stage_latency
-        stages["decode"].observe(located.decode_s)
-        stages["detect"].observe(located.detect_s)
+        if not raw_crop:  # a raw crop is neither decoded nor searched: those stages would only record zeros
+            stages["decode"].observe(located.decode_s)
+            stages["detect"].observe(located.detect_s)
         stages["infer"].observe(inferred - located_at)
         self.metrics.faces.inc(len(boxes))
         self.metrics.frames_ok.inc()
