@@ -10,7 +10,7 @@ STUBS  := edgefer/v1/edge_pb2.py
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup proto redis-server demo classify test train-baseline train-baseline-cpu export-baseline bench bench-edge clean
+.PHONY: setup proto redis-server demo classify test train-baseline train-baseline-cpu export-baseline bench bench-edge loadgen clean
 
 $(STAMP): pyproject.toml setup.py Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,7 +68,21 @@ $(FER_PY):
 	.venv-fer/bin/pip install -q --no-deps fer==25.10.3
 	.venv-fer/bin/pip install -q tensorflow-cpu 'opencv-python-headless<5' pillow requests 'setuptools<81'
 
-bench-edge: setup $(FER_PY)
+# The compiled load generator (benchmarks/loadgen): gRPC C++ and protobuf from Debian's packages.
+LOADGEN := build/loadgen/edge-load
+$(LOADGEN): benchmarks/loadgen/edge_load.cc $(PROTOS)
+	@command -v grpc_cpp_plugin >/dev/null && test -f /usr/include/google/protobuf/port_def.inc || \
+	  { echo "installing gRPC C++ (Debian packages, first run only)"; $(SUDO) apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+	      g++ pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc >/dev/null; }
+	@mkdir -p build/loadgen
+	protoc -I proto --cpp_out=build/loadgen --grpc_out=build/loadgen --plugin=protoc-gen-grpc=$$(command -v grpc_cpp_plugin) $(PROTOS)
+	g++ -O2 -std=c++17 -I build/loadgen benchmarks/loadgen/edge_load.cc build/loadgen/edgefer/v1/edge.pb.cc \
+		build/loadgen/edgefer/v1/edge.grpc.pb.cc -o $@ $$(pkg-config --cflags --libs grpc++ protobuf) -lpthread
+
+loadgen: $(LOADGEN)
+
+bench-edge: setup $(FER_PY) $(LOADGEN)
 	$(BIN)/python benchmarks/edge_throughput.py --model models/ean-pruned-int8.onnx --streams 1 4 16 --seconds 10 \
 		--fer-python $(FER_PY)
 

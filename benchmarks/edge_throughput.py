@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import subprocess
@@ -118,6 +119,21 @@ class Row:
     client_cpu_ms: float  # the load generator's CPU per frame, taken from the same cores
 
 
+def measure_compiled(loadgen: Path, target: str, node_pid: int, frames: list[edge_pb2.Frame], streams: int,
+                     seconds: float, fps: float = 0.0) -> Row:
+    """The same measurement by the compiled load generator (benchmarks/loadgen/edge_load.cc): one thread and
+    one connection per stream, so the client takes less of the cores the node runs on."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "frames.bin"
+        path.write_bytes(b"".join(len(b).to_bytes(4, "little") + b for b in (f.SerializeToString() for f in frames)))
+        out = subprocess.run([str(loadgen), target, str(path), str(streams), str(seconds), "1.0", str(fps), str(node_pid)],
+                             check=True, capture_output=True, text=True).stdout
+    r = json.loads(out)
+    n = r["frames"]
+    return Row(n / r["seconds"], r["p50_ms"], r["p99_ms"], r["faces_per_frame"], r["node_cpu_s"] / n * 1e3,
+               r["client_cpu_s"] / n * 1e3)
+
+
 def median_row(runs: list[Row]) -> Row:
     """Each column's median over repeated runs."""
     return Row(*(float(np.median([getattr(r, f.name) for r in runs])) for f in fields(Row)))
@@ -165,6 +181,9 @@ def main() -> None:
     parser.add_argument("--fer-python", type=Path, default=None,
                         help="also run the same frames through the `fer` package with this interpreter (.venv-fer/bin/python)")
     parser.add_argument("--batch-max-wait-ms", type=float, default=0.0, help="with batching: how long a lone face waits")
+    parser.add_argument("--client", choices=["python", "compiled"], default="python",
+                        help="load generator: grpc.aio in this process, or the compiled one (make loadgen) in its own")
+    parser.add_argument("--loadgen", type=Path, default=Path("build/loadgen/edge-load"), help="the compiled load generator")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure each row this many times and print the medians with the range (a shared machine's "
                              "speed drifts by 20%% within minutes)")
@@ -185,7 +204,7 @@ def main() -> None:
         mode = (f"batched across streams (max wait {args.batch_max_wait_ms} ms)" if args.batch_across_streams
                 else "one call per frame")
         print(f"model {args.model}, node threads {args.threads}, {mode}, whole-frame detection every {args.redetect_every} "
-              f"frames, {args.seconds:.0f}s per row, closed-loop streams"
+              f"frames, {args.seconds:.0f}s per row, {args.client} client, closed-loop streams"
               + (f" paced at {args.fps:g} frames/s each" if args.fps else ""))
         print(f"| workload | streams | frames/s | p50 (ms) | p99 (ms) | faces/frame | node CPU ms/frame | client CPU ms/frame "
               f"| range of {args.repeat} run(s): frames/s; p99 |")
@@ -194,7 +213,11 @@ def main() -> None:
         for name, make in (workloads[w] for w in args.workloads):
             frames = make(256 if make is crop_frames else 32)
             for streams in args.streams:
-                runs = [asyncio.run(measure(target, node.pid, frames, streams, args.seconds, args.fps)) for _ in range(args.repeat)]
+                if args.client == "compiled":
+                    runs = [measure_compiled(args.loadgen, target, node.pid, frames, streams, args.seconds, args.fps)
+                            for _ in range(args.repeat)]
+                else:
+                    runs = [asyncio.run(measure(target, node.pid, frames, streams, args.seconds, args.fps)) for _ in range(args.repeat)]
                 r = median_row(runs)
                 rates, p99s = [x.rate for x in runs], [x.p99_ms for x in runs]
                 print(f"| {name} | {streams} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.faces_per_frame:.2f} "
