@@ -95,13 +95,27 @@ async def closed_loop_stream(channel: grpc.aio.Channel, frames: list[edge_pb2.Fr
     await call.done_writing()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds a process has used so far (Linux /proc; nan elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def process_tree(pid: int) -> list[int]:
+    """The node's process and its children (the serving replicas), from Linux /proc."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return [pid, *children]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU seconds these processes have used so far (Linux /proc; nan elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def own_cpu_seconds() -> float:
@@ -119,14 +133,15 @@ class Row:
     client_cpu_ms: float  # the load generator's CPU per frame, taken from the same cores
 
 
-def measure_compiled(loadgen: Path, target: str, node_pid: int, frames: list[edge_pb2.Frame], streams: int,
+def measure_compiled(loadgen: Path, target: str, node_pids: list[int], frames: list[edge_pb2.Frame], streams: int,
                      seconds: float, fps: float = 0.0) -> Row:
     """The same measurement by the compiled load generator (benchmarks/loadgen/edge_load.cc): one thread and
     one connection per stream, so the client takes less of the cores the node runs on."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "frames.bin"
         path.write_bytes(b"".join(len(b).to_bytes(4, "little") + b for b in (f.SerializeToString() for f in frames)))
-        out = subprocess.run([str(loadgen), target, str(path), str(streams), str(seconds), "1.0", str(fps), str(node_pid)],
+        out = subprocess.run([str(loadgen), target, str(path), str(streams), str(seconds), "1.0", str(fps),
+                              ",".join(map(str, node_pids))],
                              check=True, capture_output=True, text=True).stdout
     r = json.loads(out)
     n = r["frames"]
@@ -139,7 +154,7 @@ def median_row(runs: list[Row]) -> Row:
     return Row(*(float(np.median([getattr(r, f.name) for r in runs])) for f in fields(Row)))
 
 
-async def measure(target: str, node_pid: int, frames: list[edge_pb2.Frame], streams: int, seconds: float,
+async def measure(target: str, node_pids: list[int], frames: list[edge_pb2.Frame], streams: int, seconds: float,
                   fps: float = 0.0) -> Row:
     """Frames/s, latency p50/p99 (ms), faces found per frame and CPU per frame over `seconds`, after one
     second of warm-up; one channel per stream."""
@@ -150,11 +165,11 @@ async def measure(target: str, node_pid: int, frames: list[edge_pb2.Frame], stre
     tasks = [asyncio.create_task(closed_loop_stream(c, frames, stop, per_stream[k], found[k], fps, k / (streams * fps) if fps else 0.0)) for k, c in enumerate(channels)]
     await asyncio.sleep(1.0)  # warm-up, not counted
     counts = [len(x) for x in per_stream]
-    start, node_start, client_start = time.perf_counter(), cpu_seconds(node_pid), own_cpu_seconds()
+    start, node_start, client_start = time.perf_counter(), cpu_seconds(node_pids), own_cpu_seconds()
     await asyncio.sleep(seconds)
     ends = [len(x) for x in per_stream]
     elapsed = time.perf_counter() - start
-    node_cpu, client_cpu = cpu_seconds(node_pid) - node_start, own_cpu_seconds() - client_start
+    node_cpu, client_cpu = cpu_seconds(node_pids) - node_start, own_cpu_seconds() - client_start
     stop.set()
     await asyncio.gather(*tasks)
     for c in channels:
@@ -174,7 +189,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="node's onnxruntime threads")
     parser.add_argument("--no-batch-across-streams", dest="batch_across_streams", action="store_false",
                         help="one onnxruntime call per request instead of the node's dynamic batching")
-    parser.add_argument("--batch-concurrency", type=int, default=2, help="node: batches computing at once")
+    parser.add_argument("--batch-concurrency", type=int, default=2, help="node: batches computing at once (per process)")
+    parser.add_argument("--workers", type=int, default=1, help="node: serving processes sharing the port")
     parser.add_argument("--fps", type=float, default=0.0, help="frames/s per stream (0: as fast as the node answers)")
     parser.add_argument("--workloads", nargs="+", choices=["crops", "scenes"], default=["crops", "scenes"])
     parser.add_argument("--redetect-every", type=int, default=8, help="node: whole-frame detection every N stream frames")
@@ -193,7 +209,8 @@ def main() -> None:
         [sys.executable, "-m", "services.edge.main", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
          "--model-path", str(args.model), "--intra-op-threads", str(args.threads), "--no-drop-stale-frames",
          "--batch-across-streams" if args.batch_across_streams else "--no-batch-across-streams",
-         "--batch-max-wait-ms", str(args.batch_max_wait_ms), "--batch-concurrency", str(args.batch_concurrency), "--redetect-every", str(args.redetect_every)],
+         "--batch-max-wait-ms", str(args.batch_max_wait_ms), "--batch-concurrency", str(args.batch_concurrency), "--redetect-every", str(args.redetect_every),
+         "--workers", str(args.workers)],
         stderr=subprocess.DEVNULL,
     )
     target = f"127.0.0.1:{port}"
@@ -201,9 +218,10 @@ def main() -> None:
         with grpc.insecure_channel(target) as ready:  # closed at once: a sync channel's threads would share the clients' process
             grpc.channel_ready_future(ready).result(timeout=30)
         time.sleep(1.0)
+        node_pids = process_tree(node.pid)
         mode = (f"batched across streams (max wait {args.batch_max_wait_ms} ms)" if args.batch_across_streams
                 else "one call per frame")
-        print(f"model {args.model}, node threads {args.threads}, {mode}, whole-frame detection every {args.redetect_every} "
+        print(f"model {args.model}, node threads {args.threads} over {args.workers} process(es), {mode}, whole-frame detection every {args.redetect_every} "
               f"frames, {args.seconds:.0f}s per row, {args.client} client, closed-loop streams"
               + (f" paced at {args.fps:g} frames/s each" if args.fps else ""))
         print(f"| workload | streams | frames/s | p50 (ms) | p99 (ms) | faces/frame | node CPU ms/frame | client CPU ms/frame "
@@ -214,10 +232,10 @@ def main() -> None:
             frames = make(256 if make is crop_frames else 32)
             for streams in args.streams:
                 if args.client == "compiled":
-                    runs = [measure_compiled(args.loadgen, target, node.pid, frames, streams, args.seconds, args.fps)
+                    runs = [measure_compiled(args.loadgen, target, node_pids, frames, streams, args.seconds, args.fps)
                             for _ in range(args.repeat)]
                 else:
-                    runs = [asyncio.run(measure(target, node.pid, frames, streams, args.seconds, args.fps)) for _ in range(args.repeat)]
+                    runs = [asyncio.run(measure(target, node_pids, frames, streams, args.seconds, args.fps)) for _ in range(args.repeat)]
                 r = median_row(runs)
                 rates, p99s = [x.rate for x in runs], [x.p99_ms for x in runs]
                 print(f"| {name} | {streams} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.faces_per_frame:.2f} "

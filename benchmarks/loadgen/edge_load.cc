@@ -5,12 +5,12 @@
 // client spends about 0.26 ms of CPU per frame that the node then lacks. On a device the cameras are
 // elsewhere and take none of the node's CPU; this client comes closer to that (about a fifth of it).
 //
-//   edge-load TARGET FRAMES STREAMS SECONDS WARMUP FPS NODE_PID
+//   edge-load TARGET FRAMES STREAMS SECONDS WARMUP FPS NODE_PIDS
 //
 // FRAMES holds serialized edgefer.v1.Frame messages, each after its length as 4 bytes little-endian
 // (edge_throughput.py writes it). Prints one JSON line: frames answered in the window, the window's
 // seconds, latency p50/p99 in ms, faces per frame, and the CPU seconds of this process and of the
-// node (NODE_PID, from /proc) over the window. Exits 1 on a result out of order or not OK.
+// node (NODE_PIDS: its processes, comma-separated; from /proc) over the window. Exits 1 on a result out of order or not OK.
 
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
@@ -65,8 +65,8 @@ double OwnCpuSeconds() {
   return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
-double ProcessCpuSeconds(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+double ProcessCpuSeconds(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   size_t close = stat.rfind(')');
   if (close == std::string::npos) return -1;
@@ -77,6 +77,14 @@ double ProcessCpuSeconds(long pid) {
     if (i == 11 || i == 12) ticks += std::stod(field);  // utime, stime
   }
   return ticks / sysconf(_SC_CLK_TCK);
+}
+
+double ProcessesCpuSeconds(const std::string& pids) {
+  std::istringstream list(pids);
+  std::string pid;
+  double total = 0;
+  while (std::getline(list, pid, ',')) total += ProcessCpuSeconds(pid);
+  return total;
 }
 
 struct StreamLog {
@@ -137,13 +145,13 @@ double Percentile(std::vector<double>& values, double q) {
 
 int main(int argc, char** argv) {
   if (argc != 8) {
-    std::cerr << "usage: edge-load TARGET FRAMES STREAMS SECONDS WARMUP FPS NODE_PID\n";
+    std::cerr << "usage: edge-load TARGET FRAMES STREAMS SECONDS WARMUP FPS NODE_PIDS\n";
     return 2;
   }
   const std::string target = argv[1];
   const int streams = std::stoi(argv[3]);
   const double seconds = std::stod(argv[4]), warmup = std::stod(argv[5]), fps = std::stod(argv[6]);
-  const long node_pid = std::stol(argv[7]);
+  const std::string node_pids = argv[7];
   std::vector<Frame> frames;
   try {
     frames = ReadFrames(argv[2]);
@@ -159,13 +167,13 @@ int main(int argc, char** argv) {
     threads.emplace_back(RunStream, target, std::cref(frames), fps, phase, std::cref(measuring), std::cref(stop), std::ref(logs[k]));
   }
   std::this_thread::sleep_for(std::chrono::duration<double>(warmup));
-  const double own0 = OwnCpuSeconds(), node0 = ProcessCpuSeconds(node_pid);
+  const double own0 = OwnCpuSeconds(), node0 = ProcessesCpuSeconds(node_pids);
   const auto window_start = Clock::now();
   measuring = true;
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   measuring = false;
   const double window = std::chrono::duration<double>(Clock::now() - window_start).count();
-  const double own = OwnCpuSeconds() - own0, node = ProcessCpuSeconds(node_pid) - node0;
+  const double own = OwnCpuSeconds() - own0, node = ProcessesCpuSeconds(node_pids) - node0;
   stop = true;
   for (auto& thread : threads) thread.join();
   std::vector<double> all;

@@ -2,7 +2,8 @@
 
 Without a registry it serves --model-path and SIGHUP reloads that file; with --redis-url it serves the
 last verified model from its cache at once and then follows the fleet's desired record (SIGHUP makes
-it look now). Either way a swap is atomic and SIGTERM drains and exits.
+it look now). Either way a swap is atomic and SIGTERM drains and exits. With --workers N it runs N-1 more serving
+processes on the same port (services/edge/replicas.py), kept in step with this one.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from edgefer.registry.store import ModelRegistry
 from services.edge.metrics import EdgeMetrics
 from services.edge.model_cache import ModelCache
 from services.edge.model_holder import ModelLoadError, load_model_file
-from services.edge.server import RunningServer, start_server
+from services.edge.replica_metrics import node_registry
+from services.edge.replicas import ReplicaSet, ReplicatedNode
+from services.edge.server import ServingNode, start_server
 from services.edge.settings import EdgeSettings
 from services.edge.sync_agent import SyncAgent, SyncConfig
 
 log = logging.getLogger("edgefer.edge")
 
 
-def reload_model(node: RunningServer, settings: EdgeSettings) -> None:
+def reload_model(node: ServingNode, settings: EdgeSettings) -> None:
     """Load, self-check and swap; a bad file leaves the current model serving."""
     try:
         model = load_model_file(settings.model_path, settings.session_threads, settings.model_version or None)
@@ -38,7 +41,7 @@ def reload_model(node: RunningServer, settings: EdgeSettings) -> None:
     log.info("serving model %s (sha256 %s)", model.version, model.sha256[:12])
 
 
-def start_sync_agent(node: RunningServer, settings: EdgeSettings) -> SyncAgent:
+def start_sync_agent(node: ServingNode, settings: EdgeSettings) -> SyncAgent:
     """Serve the cached model (or the bootstrap file) now, then follow the registry in the background."""
     if settings.registry_public_key is None:
         raise ValueError("setting registry_public_key is required with redis_url: nodes serve signed models only")
@@ -55,6 +58,25 @@ def start_sync_agent(node: RunningServer, settings: EdgeSettings) -> SyncAgent:
     return agent
 
 
+def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> ServingNode:
+    """This process's server, the replicas when settings.workers > 1, and the metrics endpoint over all."""
+    local = start_server(settings, metrics)
+    if settings.workers <= 1:
+        node: ServingNode = local
+        exposed = metrics.registry
+    else:
+        replicas = ReplicaSet(settings.for_replica(local.port), settings.workers - 1, local.holder)
+        node = ReplicatedNode(local, replicas)
+        exposed = node_registry(metrics.registry, replicas.snapshots)
+    if settings.metrics_port:
+        try:
+            start_http_server(settings.metrics_port, registry=exposed)
+        except OSError:
+            node.stop(0)
+            raise
+    return node
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -63,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgefer-edge: error: {exc}", file=sys.stderr)
         return 2
     metrics = EdgeMetrics()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=metrics.registry)
     try:
-        node = start_server(settings, metrics)
+        node = start_node(settings, metrics)
         agent = start_sync_agent(node, settings) if settings.redis_url else None
     except (ValueError, OSError) as exc:
         print(f"edgefer-edge: error: {exc}", file=sys.stderr)

@@ -5,6 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+# What every serving process of a node counts; the rest describes the node's model and its registry link,
+# kept by the main process alone. A node's /metrics adds these up over its processes.
+TRAFFIC_FAMILIES = frozenset({
+    "edgefer_request_latency_seconds", "edgefer_frames", "edgefer_faces", "edgefer_dropped_frames", "edgefer_errors",
+    "edgefer_active_streams", "edgefer_inference_batch_faces",
+})
 
 
 class EdgeMetrics:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ class LoadedModel:
     sha256: str
     classifier: OnnxFaceClassifier
     loaded_at: str
+    data: bytes = field(repr=False)  # the ONNX bytes: what a node's other serving processes load
 
 
 def load_model(data: bytes, version: str, threads: int) -> LoadedModel:
@@ -51,6 +52,7 @@ def load_model(data: bytes, version: str, threads: int) -> LoadedModel:
         sha256=hashlib.sha256(data).hexdigest(),
         classifier=classifier,
         loaded_at=utc_now_iso(),
+        data=data,
     )
 
 

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -165,6 +165,22 @@ class _LoopThread:
         self.loop.close()
 
 
+class ServingNode(Protocol):
+    """What the rest of a node (main, the registry sync agent) needs of its server, one process or several."""
+
+    port: int
+    holder: ModelHolder
+    metrics: EdgeMetrics
+
+    def swap(self, model: LoadedModel) -> None: ...
+
+    def rollback(self) -> LoadedModel: ...
+
+    def set_serving(self, serving: bool) -> None: ...
+
+    def stop(self, grace: float) -> None: ...
+
+
 @dataclass
 class RunningServer:
     """Thread-safe handle on a node's server; its methods may be called from any thread but the loop's."""
@@ -237,15 +253,16 @@ async def _start(settings: EdgeSettings, metrics: EdgeMetrics, loop: _LoopThread
     inference = (
         BatchedInference(holder, metrics, settings.batch_max_faces, settings.batch_max_wait_ms / 1e3, settings.batch_concurrency)
         if settings.batch_across_streams
-        else DirectInference(holder, metrics, workers=settings.intra_op_threads)
+        else DirectInference(holder, metrics, workers=settings.process_cores)
     )
-    cpu_pool = ThreadPoolExecutor(settings.intra_op_threads, thread_name_prefix="edgefer-detect")
+    cpu_pool = ThreadPoolExecutor(settings.process_cores, thread_name_prefix="edgefer-detect")
     detector = HaarFaceDetector(detect_width=settings.detect_width)
     pipeline = FramePipeline(detector, inference, metrics, cpu_pool, settings.redetect_every)
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.so_reuseport", int(settings.workers > 1)),  # a node's serving processes share its port, nobody else
     ]
     server = grpc.aio.server(options=options)
     edge_pb2_grpc.add_EdgeFerServicer_to_server(EdgeFerServicer(holder, pipeline, metrics, settings.drop_stale_frames), server)

@@ -23,7 +23,7 @@ from edgefer.registry.store import ModelRegistry
 from services.edge.backoff import Backoff
 from services.edge.model_cache import ModelCache
 from services.edge.model_holder import LoadedModel, ModelLoadError, load_model
-from services.edge.server import RunningServer
+from services.edge.server import ServingNode
 
 log = logging.getLogger("edgefer.edge.sync")
 
@@ -48,7 +48,7 @@ class SyncConfig:
 
 class SyncAgent:
     def __init__(
-        self, registry: ModelRegistry, verifier: ManifestVerifier, node: RunningServer, cache: ModelCache, config: SyncConfig
+        self, registry: ModelRegistry, verifier: ManifestVerifier, node: ServingNode, cache: ModelCache, config: SyncConfig
     ) -> None:
         self.registry = registry
         self.verifier = verifier
