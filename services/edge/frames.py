@@ -50,8 +50,11 @@ def _decode_encoded(data: bytes) -> np.ndarray:
     return image
 
 
+_CHANNELS = {edge_pb2.PIXEL_FORMAT_GRAY: 1, edge_pb2.PIXEL_FORMAT_BGR: 3}
+
+
 def _decode_raw(raw: edge_pb2.RawImage) -> np.ndarray:
-    channels = {edge_pb2.PIXEL_FORMAT_GRAY: 1, edge_pb2.PIXEL_FORMAT_BGR: 3}.get(raw.format)
+    channels = _CHANNELS.get(raw.format)
     if channels is None:
         raise FrameError(f"unknown pixel format {raw.format}; use PIXEL_FORMAT_GRAY or PIXEL_FORMAT_BGR")
     _check_size(raw.width, raw.height)

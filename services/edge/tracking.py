@@ -13,7 +13,7 @@ import numpy as np
 from services.edge.detection import Box
 
 
-@dataclass
+@dataclass(eq=False)  # tracks are matched by identity
 class Track:
     track_id: int
     box: Box
@@ -31,25 +31,26 @@ class FaceTracker:
 
     def update(self, boxes: list[Box], probabilities: np.ndarray) -> list[Track]:
         """Greedy IoU matching of this frame's faces to live tracks; returns one track per face, in order."""
-        unmatched = set(range(len(self.tracks)))
+        unmatched = list(self.tracks)
         result: list[Track] = []
         for box, probs in zip(boxes, probabilities):
             best, best_iou = None, self.min_iou
-            for i in unmatched:
-                overlap = box.iou(self.tracks[i].box)
+            for track in unmatched:
+                overlap = box.iou(track.box)
                 if overlap >= best_iou:
-                    best, best_iou = i, overlap
+                    best, best_iou = track, overlap
             if best is None:
-                track = Track(self._next_id, box, probs.copy())
+                best = Track(self._next_id, box, probs.copy())
                 self._next_id += 1
-                self.tracks.append(track)
+                self.tracks.append(best)
             else:
-                unmatched.discard(best)
-                track = self.tracks[best]
-                track.box, track.missed = box, 0
-                track.probabilities = self.smoothing * track.probabilities + (1 - self.smoothing) * probs
-            result.append(track)
-        for i in unmatched:
-            self.tracks[i].missed += 1
-        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+                unmatched.remove(best)
+                best.box, best.missed = box, 0
+                best.probabilities *= self.smoothing
+                best.probabilities += (1 - self.smoothing) * probs
+            result.append(best)
+        if unmatched:
+            for track in unmatched:
+                track.missed += 1
+            self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         return result
