@@ -3,7 +3,7 @@
 Latency: one face per call (batch 1), one intra-op thread, median and p99 over --runs calls after a
 warm-up. Throughput: batch 64 with two threads. Faces are real when ../shared is present, else noise.
 
-    python benchmarks/model_latency.py models/ean-baseline.onnx [more.onnx ...]
+    python benchmarks/model_latency.py models/ean-baseline.onnx [more.onnx ...] [--node-threads]
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--node-threads", action="store_true",
+                        help="also: faces/s as an edge node runs a call (threads that do not spin), one vs two threads")
     args = parser.parse_args()
     faces = sample_faces(256)
     print(f"machine: {platform.machine()}, {platform.processor() or platform.platform()}, onnxruntime {ort.__version__}")
@@ -53,6 +55,19 @@ def main() -> None:
         rate = throughput(OnnxFaceClassifier(path, intra_op_threads=2), faces, 64)
         macs = onnx_complexity(path).mmacs
         print(f"| {path.name} | {path.stat().st_size / 1024:.0f} | {macs:.2f} | {p50:.3f} | {p99:.3f} | {rate:,.0f} |")
+    if args.node_threads:
+        print_node_threads(args.models, faces)
+
+
+def print_node_threads(models: list[Path], faces: np.ndarray) -> None:
+    """One call's speed on a node's non-spinning threads: what splitting the cores among calls buys."""
+    print("\n| model | threads per call | batch 1 faces/s | batch 8 faces/s |")
+    print("|---|---:|---:|---:|")
+    for path in models:
+        for threads in (1, 2):
+            classifier = OnnxFaceClassifier(path, intra_op_threads=threads, spin=False)
+            one, eight = throughput(classifier, faces, 1), throughput(classifier, faces, 8)
+            print(f"| {path.name} | {threads} | {one:,.0f} | {eight:,.0f} |")
 
 
 if __name__ == "__main__":
