@@ -83,8 +83,8 @@ $(LOADGEN): benchmarks/loadgen/edge_load.cc $(PROTOS)
 loadgen: $(LOADGEN)
 
 bench-edge: setup $(FER_PY) $(LOADGEN)
-	$(BIN)/python benchmarks/edge_throughput.py --model models/ean-pruned-int8.onnx --streams 1 4 16 --seconds 10 \
-		--fer-python $(FER_PY)
+	$(BIN)/python benchmarks/edge_throughput.py --model models/ean-pruned.onnx --streams 1 4 16 --seconds 10 --repeat 3 \
+		--workers 2 --batch-concurrency 1 --client compiled --fer-python $(FER_PY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,14 +1,16 @@
 """Edge node throughput and end-to-end latency through the real gRPC server on loopback; prints a table.
 
-The node runs as its own process (`edgefer-edge`), as on a device. The clients are one asyncio
-process (grpc.aio, the cheapest Python client, so that the load generator takes as little as possible
-of the two cores it shares with the node). Each stream is closed-loop: it sends its next frame when
-the previous result arrives, so nothing is dropped and the latency is the full round trip.
+The node runs as its own process(es) (`edgefer-edge`, `--workers` serving processes), as on a device.
+The clients are either one asyncio process (grpc.aio, the cheapest Python client) or, with `--client
+compiled`, the C++ load generator of benchmarks/loadgen (`make loadgen`), which takes about half the
+CPU per frame from the cores it shares with the node. Each stream is closed-loop: it sends its next
+frame when the previous result arrives, so nothing is dropped and the latency is the full round trip.
 Workloads: (a) already-cropped 48x48 faces, (b) 640x480 JPEG frames with one face that the node must
 detect; the face stays in place from frame to frame, as in a video of someone facing the camera, and
 `--redetect-every 1` makes the node search every whole frame instead.
 
-    python benchmarks/edge_throughput.py --model models/ean-baseline.onnx --streams 1 4 16 --seconds 10
+    python benchmarks/edge_throughput.py --model models/ean-pruned.onnx --streams 1 4 16 --seconds 10 --repeat 3 \
+        --workers 2 --batch-concurrency 1 --client compiled
 """
 
 from __future__ import annotations
