@@ -42,6 +42,11 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     sync_poll_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
 
+    def __post_init__(self) -> None:
+        for name in ("workers", "batch_concurrency", "intra_op_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"setting {name} must be at least 1, got {getattr(self, name)}")
+
     @property
     def process_cores(self) -> int:
         """The cores of one serving process: the node's, shared among its processes."""
