@@ -96,6 +96,7 @@ def test_a_killed_replica_comes_back_with_the_current_model(node) -> None:
     wait_for(lambda: running.replicas.pids != [old_pid] and running.replicas.ready)
     assert set(classify_on_fresh_connections(running.port)) == {"v2"}
     wait_for(lambda: scraped_ok_frames(settings) == 4 * CONNECTIONS)  # the dead replica's frames still count
+    assert running.metrics.registry.get_sample_value("edgefer_replica_restarts_total") == 1
 
 
 def test_node_metrics_add_replica_traffic_and_keep_the_main_process_model_state() -> None:

@@ -33,6 +33,9 @@ class EdgeMetrics:
         self.batch_faces = Histogram(
             "edgefer_inference_batch_faces", "Faces per onnxruntime call", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
         )
+        self.replica_restarts = Counter(
+            "edgefer_replica_restarts", "Serving processes of this node started again after they died (settings.workers > 1)", registry=r
+        )
         self.registry_connected = Gauge("edgefer_registry_connected", "1 while the model registry (Redis) is reachable", registry=r)
         self.sync_failures = Counter(
             "edgefer_model_sync_failures", "Registry versions refused, by reason (signature, integrity, load)", ["reason"], registry=r

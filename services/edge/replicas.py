@@ -102,11 +102,12 @@ class _Replica:
 
 class ReplicaSet:
     """`count` replica processes of one node, started with `settings` (the main process's port), kept
-    in step with `holder` (the main process's models) and `serving`."""
+    in step with `holder` (the main process's models) and `serving`; restarts count in `metrics`."""
 
-    def __init__(self, settings: EdgeSettings, count: int, holder: ModelHolder) -> None:
+    def __init__(self, settings: EdgeSettings, count: int, holder: ModelHolder, metrics: EdgeMetrics) -> None:
         self._settings = settings
         self._holder = holder
+        self._metrics = metrics
         self._context = multiprocessing.get_context("spawn")  # forking a process that runs gRPC threads is unsafe
         self._lock = threading.Lock()  # one change at a time, and no restart in the middle of one
         self._serving = False
@@ -204,6 +205,7 @@ class ReplicaSet:
                     return
                 replica.process.join(5)
                 time.sleep(RESTART_PAUSE_S)  # a replica that keeps dying must not spin the node's cores
+                self._metrics.replica_restarts.inc()
                 log.error("serving replica %d (pid %s) exited with code %s; starting it again",
                           index, replica.process.pid, replica.process.exitcode)
                 if self._restart(index):
