@@ -119,7 +119,11 @@ class ReplicaSet:
         for k, replica in enumerate(self._replicas):
             threading.Thread(target=self._watch, args=(k,), name=f"edgefer-replica-watch-{k}", daemon=True).start()
         for replica in self._replicas:
-            self._confirmation(replica, "ready")
+            try:
+                self._confirmation(replica, "ready")
+            except RuntimeError as exc:  # the node serves without it meanwhile
+                log.error("serving replica (pid %s) did not start: %s; starting it again", replica.process.pid, exc)
+                replica.process.kill()
 
     @property
     def pids(self) -> list[int | None]:
