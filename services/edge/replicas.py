@@ -93,6 +93,12 @@ def _apply(node: RunningServer, settings: EdgeSettings, command: Command) -> str
     return None
 
 
+def _check_reply(kind: str, detail: str | None, expected: str) -> None:
+    """A replica's answer must be the expected one, without an error."""
+    if kind != expected or detail is not None:
+        raise RuntimeError(detail or f"answered {kind!r}, not {expected!r}")
+
+
 @dataclass
 class _Replica:
     process: BaseProcess
@@ -191,10 +197,8 @@ class ReplicaSet:
             kind, detail = replica.replies.get(timeout=CONFIRM_TIMEOUT_S)
         except queue.Empty:
             raise RuntimeError(f"no answer in {CONFIRM_TIMEOUT_S:.0f}s") from None
-        if kind == "died":
-            return  # its restart brings it up to date
-        if kind != expected or detail is not None:
-            raise RuntimeError(detail or f"answered {kind!r}, not {expected!r}")
+        if kind != "died":  # one that died is brought up to date by its restart
+            _check_reply(kind, detail, expected)
 
     def _watch(self, index: int) -> None:
         """Read one replica's messages for as long as the node runs; start it again when it dies."""
@@ -253,11 +257,9 @@ class ReplicaSet:
             if not replica.conn.poll(CONFIRM_TIMEOUT_S):
                 raise RuntimeError(f"no answer in {CONFIRM_TIMEOUT_S:.0f}s")
             kind, detail = replica.conn.recv()
-            if kind == "metrics":
-                continue
-            if kind != expected or detail is not None:
-                raise RuntimeError(detail or f"answered {kind!r}, not {expected!r}")
-            return
+            if kind != "metrics":
+                _check_reply(kind, detail, expected)
+                return
 
 
 class ReplicatedNode:
