@@ -31,6 +31,7 @@ import cv2
 import grpc
 import numpy as np
 
+from edgefer.localfleet.edge_nodes import served_version
 from edgefer.localfleet.ports import free_port
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 
@@ -95,6 +96,16 @@ async def closed_loop_stream(channel: grpc.aio.Channel, frames: list[edge_pb2.Fr
         assert result.sequence == i and result.status == edge_pb2.FRAME_STATUS_OK, result
         i += 1
     await call.done_writing()
+
+
+def wait_for_model(target: str, node: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Until the node serves a model: with --workers it loads one only once its replicas are up.
+    (`served_version` closes its channel: no sync gRPC channel stays in the clients' process.)"""
+    deadline = time.monotonic() + timeout_s
+    while served_version(target) is None:
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the edge node did not serve a model (exit code {node.poll()})")
+        time.sleep(0.2)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -217,8 +228,7 @@ def main() -> None:
     )
     target = f"127.0.0.1:{port}"
     try:
-        with grpc.insecure_channel(target) as ready:  # closed at once: a sync channel's threads would share the clients' process
-            grpc.channel_ready_future(ready).result(timeout=30)
+        wait_for_model(target, node)
         time.sleep(1.0)
         node_pids = process_tree(node.pid)
         mode = (f"batched across streams (max wait {args.batch_max_wait_ms} ms)" if args.batch_across_streams

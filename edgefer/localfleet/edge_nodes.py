@@ -15,6 +15,16 @@ import grpc
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 
 
+def served_version(target: str, timeout_s: float = 1.0) -> str | None:
+    """The version the node at `target` answers with, or None while it has none (or is not up yet)."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            info = edge_pb2_grpc.EdgeFerStub(channel).GetModelInfo(edge_pb2.GetModelInfoRequest(), timeout=timeout_s)
+        except grpc.RpcError:
+            return None
+    return info.version
+
+
 @dataclass
 class EdgeNodeProcess:
     node_id: str
@@ -41,13 +51,7 @@ class EdgeNodeProcess:
         return f"127.0.0.1:{self.port}"
 
     def served_version(self, timeout_s: float = 1.0) -> str | None:
-        """The version the node answers with, or None while it has none (or is not up yet)."""
-        with grpc.insecure_channel(self.target) as channel:
-            try:
-                info = edge_pb2_grpc.EdgeFerStub(channel).GetModelInfo(edge_pb2.GetModelInfoRequest(), timeout=timeout_s)
-            except grpc.RpcError:
-                return None
-        return info.version
+        return served_version(self.target, timeout_s)
 
     def wait_version(self, version: str, timeout_s: float = 20.0) -> bool:
         deadline = time.monotonic() + timeout_s
