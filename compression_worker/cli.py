@@ -15,12 +15,13 @@ from compression_worker.settings import WorkerSettings
 
 def _add_training_flags(p: argparse.ArgumentParser, settings: WorkerSettings, workdir: str, epochs: int) -> None:
     """Flags shared by every stage that trains: data, architecture, optimiser, schedule, device."""
-    from compression_worker.model.ean import PRESETS
+    from compression_worker.model.zoo import ARCHITECTURES
 
     p.add_argument("--data", type=Path, default=settings.train_data, help="npz, fer2013.csv or class folder")
     p.add_argument("--test-data", type=Path, default=None, help="also report accuracy on this set (never used to choose)")
     p.add_argument("--usage", default=None, help="with a fer2013.csv: the Usage rows to train on (e.g. Training)")
-    p.add_argument("--arch", default="ean-s", choices=sorted(PRESETS))
+    p.add_argument("--arch", default="ean-s", choices=ARCHITECTURES,
+                   help="an EAN preset; train also takes the teachers that never ship (resnet18-fer, vgg13-fer, ...)")
     p.add_argument("--workdir", type=Path, default=settings.runs_dir / workdir)
     p.add_argument("--fresh", action="store_true", help="discard previous results in --workdir")
     p.add_argument("--epochs", type=int, default=epochs, help="epochs (per round, for distill)")
@@ -31,6 +32,10 @@ def _add_training_flags(p: argparse.ArgumentParser, settings: WorkerSettings, wo
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--erase-prob", type=float, default=0.25, help="share of faces with a random blanked patch")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter (0: off)")
+    p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta(a, a) parameter (0: off)")
+    p.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed when mixup or CutMix is on")
+    p.add_argument("--ema-decay", type=float, default=0.0, help="keep and validate an EMA of the weights (e.g. 0.999; 0: off)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=settings.device)
@@ -44,6 +49,7 @@ def _training_setup(args: argparse.Namespace):
     import torch
 
     from compression_worker.data.augment import AugmentConfig
+    from compression_worker.data.mixing import MixConfig
     from compression_worker.training.run import DataConfig, select_device
     from compression_worker.training.trainer import OptimConfig
 
@@ -60,13 +66,15 @@ def _training_setup(args: argparse.Namespace):
         warmup_epochs=args.warmup_epochs,
         seed=args.seed,
         augment=AugmentConfig(erase_prob=args.erase_prob),
+        mix=MixConfig(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mix_prob),
+        ema_decay=args.ema_decay,
     )
     data = DataConfig(args.data, args.test_data, args.val_fraction, args.seed, args.usage)
     return data, optim, select_device(args.device)
 
 
 def _add_train(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
-    p = sub.add_parser("train", help="train an EAN on hard labels")
+    p = sub.add_parser("train", help="train an EAN (or a teacher of the zoo) on hard labels")
     _add_training_flags(p, settings, "train", epochs=55)
     p.set_defaults(func=_run_train)
 
@@ -88,7 +96,12 @@ def _add_distill(sub: argparse._SubParsersAction, settings: WorkerSettings) -> N
     p.add_argument("--refine", default="latest", choices=["latest", "average"], help="how soft labels combine across rounds")
     p.add_argument("--no-mirror-soft-labels", action="store_true", help="soft labels from the face alone, not face+mirror")
     p.add_argument("--restart-lr", type=float, default=0.05, help="peak learning rate of a warm-restarted round")
-    p.add_argument("--teacher", type=Path, default=None, help="an existing model.pt to use as round 0")
+    p.add_argument("--teacher", type=Path, action="append", default=[],
+                   help="round 0 given, not trained: a checkpoint of any zoo architecture or an .onnx; repeat for an ensemble")
+    p.add_argument("--mode", default="cached", choices=["cached", "consistent"],
+                   help="cached soft labels per round, or the teacher on every augmented batch (function matching)")
+    p.add_argument("--student-init", type=Path, default=None,
+                   help="round 1's starting weights when the teacher is another architecture (an EAN model.pt)")
     p.set_defaults(func=_run_distill)
 
 
@@ -105,7 +118,9 @@ def _run_distill(args: argparse.Namespace) -> None:
         refine=args.refine,
         mirror_soft_labels=not args.no_mirror_soft_labels,
         restart_lr=args.restart_lr,
-        teacher=args.teacher,
+        teachers=tuple(args.teacher),
+        mode=args.mode,
+        student_init=args.student_init,
     )
     run_its(cfg, data, optim, args.workdir, device)
 
@@ -170,8 +185,10 @@ def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
     p.add_argument("--no-local-retraining", action="store_true", help="spend the local epochs on whole-network fine-tuning")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft labels")
-    p.add_argument("--teacher", type=Path, default=None,
-                   help="soft labels from this model.pt (a larger EAN, say) instead of from the model being pruned")
+    p.add_argument("--teacher", type=Path, action="append", default=[],
+                   help="learn from this model (checkpoint or .onnx; repeat for an ensemble) instead of the model being pruned")
+    p.add_argument("--distill-mode", default="cached", choices=["cached", "consistent"],
+                   help="retrain on cached soft labels, or with the teacher on every augmented batch")
 
 
 def _run_prune(args: argparse.Namespace) -> None:
@@ -192,7 +209,8 @@ def _run_prune(args: argparse.Namespace) -> None:
         local_retraining=not args.no_local_retraining,
         temperature=args.temperature,
         alpha=args.alpha,
-        teacher=str(args.teacher) if args.teacher else None,
+        teachers=tuple(str(t) for t in args.teacher),
+        distill_mode=args.distill_mode,
     )
     run_prune(args.model, cfg, data, optim, args.workdir, device)
 

@@ -12,6 +12,7 @@ from compression_worker.cli import main as worker_main
 from compression_worker.distill.its import ITSConfig, initial_student
 from compression_worker.distill.loss import kd_loss
 from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, refine, save_cached, teacher_soft_labels
+from compression_worker.distill.teachers import TorchTeacher
 from compression_worker.model.ean import EAN, PRESETS
 from tests.conftest import synthetic_faces
 
@@ -36,7 +37,7 @@ def test_kd_loss_reduces_to_cross_entropy_at_alpha_zero() -> None:
 
 
 def test_soft_labels_sum_to_one_and_cache_is_invalidated(tmp_path: Path) -> None:
-    teacher = EAN(PRESETS["ean-s"]).eval()
+    teacher = TorchTeacher(EAN(PRESETS["ean-s"]), torch.device("cpu"), mirror_average=True)
     x, _ = synthetic_faces(20)
     spec = SoftLabelSpec(temperature=4.0, mirror_average=True)
     probs = teacher_soft_labels(teacher, x, spec, torch.device("cpu"))
@@ -63,12 +64,15 @@ def test_refinement_modes() -> None:
 def test_weight_transfer_copies_the_teacher_exactly() -> None:
     torch.manual_seed(1)
     teacher = EAN(PRESETS["ean-s"])
-    student = initial_student(teacher, ITSConfig(weight_transfer=True), seed=5)
+    student, transferred = initial_student(teacher, ITSConfig(weight_transfer=True), seed=5)
+    assert transferred
     for (name, t), s in zip(teacher.state_dict().items(), student.state_dict().values()):
         assert torch.equal(t, s), name
     assert student is not teacher and next(student.parameters()) is not next(teacher.parameters())
-    fresh = initial_student(teacher, ITSConfig(weight_transfer=False), seed=5)
-    assert not torch.equal(next(fresh.parameters()), next(teacher.parameters()))
+    fresh, transferred = initial_student(teacher, ITSConfig(weight_transfer=False), seed=5)
+    assert not transferred and not torch.equal(next(fresh.parameters()), next(teacher.parameters()))
+    other_arch, transferred = initial_student(EAN(PRESETS["ean-m"]), ITSConfig(weight_transfer=True), seed=5)
+    assert not transferred and other_arch.config == PRESETS["ean-s"]
 
 
 def test_two_rounds_complete_and_resume_after_an_interruption(tmp_path: Path, toy_npz: Path, capsys) -> None:
@@ -84,7 +88,7 @@ def test_two_rounds_complete_and_resume_after_an_interruption(tmp_path: Path, to
     capsys.readouterr()
     assert worker_main(argv) == 0
     out = capsys.readouterr().out
-    assert "round 0: already done" in out and "round 1: already done" in out and "round 2: student" in out
+    assert "round 0: already done" in out and "round 1: already done" in out and "round 2: cached distillation" in out
     assert (tmp_path / "round2" / "model.pt").exists()
 
 

@@ -168,7 +168,10 @@ def test_prune_can_take_its_soft_labels_from_a_larger_teacher(tmp_path: Path, to
     assert worker_main([*common, "--workdir", str(tmp_path / "own")]) == 0
     assert worker_main([*common, "--workdir", str(tmp_path / "taught"), "--teacher", str(tmp_path / "teacher.pt")]) == 0
     splits = load_splits(DataConfig(toy_npz, None, 0.1, 0, None))
-    expected = teacher_soft_labels(large, splits.train.x, SoftLabelSpec(2.0, True), torch.device("cpu"))
+    from compression_worker.distill.teachers import TorchTeacher
+
+    teacher = TorchTeacher(large, torch.device("cpu"))
+    expected = teacher_soft_labels(teacher, splits.train.x, SoftLabelSpec(2.0, True), torch.device("cpu"))
     taught = np.load(tmp_path / "taught" / "soft_labels.npz")
     own = np.load(tmp_path / "own" / "soft_labels.npz")
     np.testing.assert_allclose(taught["probs"], expected, atol=1e-6)

@@ -1,9 +1,19 @@
-"""The ITS pipeline stage: round 0 trains a teacher on hard labels; each later round's student learns from
-the previous round's soft labels (refined across rounds) and becomes the next teacher.
+"""The ITS pipeline stage: round 0 is the teacher; each later round's student learns from the teacher of
+the round before (refined across rounds) and becomes the next teacher.
+
+Round 0 is either trained here on hard labels (the student's architecture) or given: one or more
+files (`teachers`: zoo checkpoints of any architecture, or exported .onnx graphs; several are an
+averaged ensemble). Two ways to learn from a teacher (`mode`):
+    cached      soft labels computed once per round on the un-augmented faces, read by index
+                (cheap: a CPU budget), refined across rounds by `refine` (latest | average)
+    consistent  the teacher runs on the student's own augmented and mixed batch every step
+                (function matching); refine=average makes every earlier teacher join an ensemble
+A student starts from the previous round's weights when the architectures match (weight transfer, with a
+warm-restarted schedule at `restart_lr`), else from `student_init` or a fresh seeded init.
 
 Work directory layout, one folder per round, each complete once its metrics.json exists:
-    round0/ model.pt metrics.json (+ trainer checkpoints)
-    round1/ soft_labels.npz refined_labels.npz model.pt metrics.json
+    round0/ model.pt (when round 0 is an EAN checkpoint) metrics.json
+    round1/ [soft_labels.npz refined_labels.npz] model.pt metrics.json (+ trainer checkpoints)
     ...
     its.json   per-round metrics and the settings
 A rerun skips finished rounds and resumes an unfinished one at its last epoch.
@@ -19,13 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compression_worker.distill.loss import kd_criterion
+from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, refine, save_cached, teacher_soft_labels
+from compression_worker.distill.teachers import EnsembleTeacher, Teacher, TorchTeacher, load_teachers, teacher_report
 from compression_worker.model.ean import EAN, PRESETS
 from compression_worker.provenance import git_commit
-from compression_worker.training.checkpoint import load_model, save_model
+from compression_worker.training.checkpoint import load_model, load_network, save_model
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
-from compression_worker.training.trainer import OptimConfig, Trainer
+from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
+
+MODES = ("cached", "consistent")
 
 
 @dataclass(frozen=True)
@@ -33,12 +46,14 @@ class ITSConfig:
     arch: str = "ean-s"
     rounds: int = 3
     temperature: float = 4.0
-    alpha: float = 0.7
+    alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha goes to hard-label cross-entropy
     weight_transfer: bool = True
     refine: str = "latest"  # latest | average
     mirror_soft_labels: bool = True
     restart_lr: float = 0.05  # peak learning rate of a warm-restarted round (weight transfer)
-    teacher: Path | None = None  # an existing model to use as round 0 instead of training one
+    teachers: tuple[Path, ...] = ()  # round 0 given instead of trained: checkpoints or .onnx, several = ensemble
+    mode: str = "cached"  # cached | consistent
+    student_init: Path | None = None  # round 1's starting weights when the teacher's cannot be transferred
 
     def __post_init__(self) -> None:
         if self.arch not in PRESETS:
@@ -47,40 +62,70 @@ class ITSConfig:
             raise ValueError("rounds must be >= 0, temperature > 0 and alpha in [0, 1]")
         if self.refine not in ("latest", "average"):
             raise ValueError(f"unknown soft-label refinement {self.refine!r}; use latest or average")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown distillation mode {self.mode!r}; use {' or '.join(MODES)}")
+        for path in (*self.teachers, *([self.student_init] if self.student_init else [])):
+            if not Path(path).exists():
+                raise ValueError(f"{path}: no such model file")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "teacher": str(self.teacher) if self.teacher else None}
+        return {**asdict(self), "teachers": [str(t) for t in self.teachers],
+                "student_init": str(self.student_init) if self.student_init else None}
 
 
-def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device) -> EAN:
+def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device) -> None:
+    """Train or adopt the round-0 teacher and record its accuracy; an EAN teacher is kept as round0/model.pt."""
     folder = workdir / "round0"
-    if cfg.teacher is not None:
-        teacher = load_model(cfg.teacher)
-        source = str(cfg.teacher)
-    else:
+    folder.mkdir(parents=True, exist_ok=True)
+    if not cfg.teachers:
         torch.manual_seed(optim.seed)
         Trainer(EAN(PRESETS[cfg.arch]), optim, folder, device).fit(splits.train, splits.val)
         teacher = load_model(folder / "best.pt")
-        source = "trained on hard labels"
-    save_model(teacher, folder / "model.pt")
-    metrics = model_metrics(teacher, splits, device, {"round": 0, "teacher": source})
+        save_model(teacher, folder / "model.pt")
+        metrics = model_metrics(teacher, splits, device, {"round": 0, "teacher": "trained on hard labels"})
+    else:
+        if len(cfg.teachers) == 1 and cfg.teachers[0].suffix != ".onnx" and isinstance(net := load_network(cfg.teachers[0]), EAN):
+            save_model(net, folder / "model.pt")
+        given = load_teachers(cfg.teachers, device, cfg.mirror_soft_labels)
+        metrics = {"round": 0, "teacher": given.name, **_teacher_accuracy(given, splits, device)}
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return teacher
 
 
-def initial_student(teacher: EAN, cfg: ITSConfig, seed: int) -> EAN:
-    """With weight transfer the student starts as an exact copy of the teacher, else from a fresh seeded init."""
-    if cfg.weight_transfer:
-        return copy.deepcopy(teacher)
+def _teacher_accuracy(teacher: Teacher, splits: DataSplits, device: torch.device) -> dict:
+    metrics = {"val_acc": teacher_report(teacher, splits.val, device).accuracy}
+    if splits.test is not None:
+        report = teacher_report(teacher, splits.test, device)
+        metrics |= {"test_acc": report.accuracy, "test_per_class_recall": report.per_class_recall}
+    return metrics
+
+
+def _teacher_of_round(k: int, cfg: ITSConfig, workdir: Path, device: torch.device) -> Teacher:
+    """Round k's teacher: round k-1's model; with refine=average every earlier teacher in one ensemble."""
+
+    def model_of(j: int) -> Teacher:
+        path = workdir / f"round{j}" / "model.pt"
+        if j == 0 and not path.exists():
+            return load_teachers(cfg.teachers, device, cfg.mirror_soft_labels)
+        return TorchTeacher(load_network(path), device, cfg.mirror_soft_labels, name=f"round{j}")
+
+    if cfg.mode == "consistent" and cfg.refine == "average" and k > 1:
+        return EnsembleTeacher([model_of(j) for j in range(k)])
+    return model_of(k - 1)
+
+
+def initial_student(previous: EAN | None, cfg: ITSConfig, seed: int) -> tuple[EAN, bool]:
+    """(student, whether it carries transferred weights): a copy of the previous model when it is an EAN of
+    the student's architecture and weight transfer is on, else `student_init` or a fresh seeded init."""
+    if cfg.weight_transfer and previous is not None and previous.config == PRESETS[cfg.arch]:
+        return copy.deepcopy(previous), True
+    if cfg.weight_transfer and cfg.student_init is not None:
+        return load_model(cfg.student_init), True
     torch.manual_seed(seed)
-    return EAN(PRESETS[cfg.arch])
+    return EAN(PRESETS[cfg.arch]), False
 
 
-def _student_round(
-    k: int, cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device, previous: np.ndarray | None
-) -> tuple[EAN, np.ndarray]:
-    folder = workdir / f"round{k}"
-    teacher = load_model(workdir / f"round{k - 1}" / "model.pt")
+def _cached_criterion(k: int, cfg: ITSConfig, teacher: Teacher, splits: DataSplits, folder: Path, device: torch.device,
+                      previous: np.ndarray | None, optim: OptimConfig) -> tuple[Criterion, np.ndarray]:
     spec = SoftLabelSpec(cfg.temperature, cfg.mirror_soft_labels)
     soft = load_cached(folder / "soft_labels.npz", splits.train.x, spec)
     if soft is None:
@@ -88,16 +133,32 @@ def _student_round(
         save_cached(folder / "soft_labels.npz", soft, splits.train.x, spec)
     refined = refine(previous, soft, cfg.refine, k)
     save_cached(folder / "refined_labels.npz", refined, splits.train.x, spec)
-    student = initial_student(teacher, cfg, seed=optim.seed + k)
-    round_optim = replace(optim, lr=cfg.restart_lr if cfg.weight_transfer else optim.lr, seed=optim.seed + k)
     criterion = kd_criterion(torch.from_numpy(refined).to(device), cfg.alpha, cfg.temperature, optim.label_smoothing)
+    return criterion, refined
+
+
+def _student_round(
+    k: int, cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device, previous: np.ndarray | None
+) -> np.ndarray | None:
+    folder = workdir / f"round{k}"
+    teacher = _teacher_of_round(k, cfg, workdir, device)
+    previous_path = workdir / f"round{k - 1}" / "model.pt"
+    previous_model = load_network(previous_path) if previous_path.exists() else None
+    student, transferred = initial_student(previous_model if isinstance(previous_model, EAN) else None, cfg,
+                                           seed=optim.seed + k)
+    round_optim = replace(optim, lr=cfg.restart_lr if transferred else optim.lr, seed=optim.seed + k)
+    extra: dict = {"round": k, "teacher": teacher.name, "mode": cfg.mode, "weights_transferred": transferred}
+    refined = None
+    if cfg.mode == "cached":
+        criterion, refined = _cached_criterion(k, cfg, teacher, splits, folder, device, previous, optim)
+        extra["soft_label_train_agreement"] = float(np.mean(refined.argmax(1) == splits.train.y))
+    else:
+        criterion = consistent_kd_criterion(teacher, cfg.alpha, cfg.temperature, optim.label_smoothing)
     Trainer(student, round_optim, folder, device, criterion=criterion).fit(splits.train, splits.val)
     best = load_model(folder / "best.pt")
     save_model(best, folder / "model.pt")
-    soft_agreement = float(np.mean(refined.argmax(1) == splits.train.y))
-    metrics = model_metrics(best, splits, device, {"round": k, "soft_label_train_agreement": soft_agreement})
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return best, refined
+    (folder / "metrics.json").write_text(json.dumps(model_metrics(best, splits, device, extra), indent=2))
+    return refined
 
 
 def run_its(cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device) -> dict:
@@ -112,18 +173,19 @@ def run_its(cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
         done = folder / "metrics.json"
         if done.exists():
             print(f"round {k}: already done, skipping", flush=True)
-            if k > 0:
+            if k > 0 and (folder / "refined_labels.npz").exists():
                 previous = np.load(folder / "refined_labels.npz")["probs"]
         elif k == 0:
-            print("round 0: teacher on hard labels", flush=True)
+            print("round 0: " + ("the given teacher(s)" if cfg.teachers else "teacher on hard labels"), flush=True)
             _round0(cfg, optim, splits, workdir, device)
         else:
-            print(f"round {k}: student from round {k - 1}'s soft labels (T={cfg.temperature}, alpha={cfg.alpha}, "
-                  f"{'weight transfer' if cfg.weight_transfer else 'from scratch'}, refine={cfg.refine})", flush=True)
-            _, previous = _student_round(k, cfg, optim, splits, workdir, device, previous)
+            print(f"round {k}: {cfg.mode} distillation from round {k - 1} (T={cfg.temperature}, alpha={cfg.alpha}, "
+                  f"refine={cfg.refine})", flush=True)
+            previous = _student_round(k, cfg, optim, splits, workdir, device, previous)
         rounds.append(json.loads(done.read_text()))
         test = f", test {rounds[-1]['test_acc'] * 100:.2f}%" if "test_acc" in rounds[-1] else ""
         print(f"round {k}: val {rounds[-1]['val_acc'] * 100:.2f}%{test}", flush=True)
     final = workdir / f"round{cfg.rounds}"
+    final.mkdir(parents=True, exist_ok=True)
     return write_stage_summary(workdir / "its.json", final, source_commit, data, optim, its=cfg.to_dict(), rounds=rounds,
                                final_model=str(final / "model.pt"))

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compression_worker.model.ean import EAN
-from compression_worker.training.trainer import predict_logits
+from compression_worker.distill.teachers import Teacher, teacher_logits
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,10 @@ def faces_sha256(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
-def teacher_soft_labels(teacher: EAN, x: np.ndarray, spec: SoftLabelSpec, device: torch.device) -> np.ndarray:
-    """Class probabilities at temperature T for every face (rows sum to 1)."""
-    logits = predict_logits(teacher.to(device), x, device, hflip_average=spec.mirror_average)
+def teacher_soft_labels(teacher: Teacher, x: np.ndarray, spec: SoftLabelSpec, device: torch.device) -> np.ndarray:
+    """Class probabilities at temperature T for every face (rows sum to 1); the teacher was built with
+    the spec's mirror averaging (`TorchTeacher(..., mirror_average=spec.mirror_average)`)."""
+    logits = teacher_logits(teacher, x, device)
     return torch.softmax(torch.from_numpy(logits) / spec.temperature, dim=1).numpy().astype(np.float32)
 
 

@@ -9,6 +9,7 @@ itself, so the exported graph and every runtime see exactly what training saw.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -103,6 +104,8 @@ class DepthwiseSeparableECA(nn.Module):
 
 
 class EAN(nn.Module):
+    family: ClassVar[str] = "ean"
+
     def __init__(self, config: EANConfig = EANConfig()) -> None:
         super().__init__()
         self.config = config

@@ -2,7 +2,7 @@
 
 Work directory, one folder per pruning step (several smaller steps when `steps` > 1), each complete
 once its metrics.json exists; a rerun skips finished steps and resumes training at its last epoch:
-    soft_labels.npz            the teacher's soft labels (the unpruned model, or --teacher), cached
+    soft_labels.npz            cached mode: the teacher's soft labels (the unpruned model, or --teacher), cached
     step1/ pruned.pt plan.json local/ finetune/ model.pt metrics.json
     prune.json                 per-step metrics, the settings and the command
 """
@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
-from compression_worker.distill.loss import kd_criterion
+from compression_worker.distill.its import MODES
+from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, save_cached, teacher_soft_labels
+from compression_worker.distill.teachers import Teacher, TorchTeacher, load_teachers
 from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
 from compression_worker.prune.importance import make_importance
@@ -25,7 +27,7 @@ from compression_worker.prune.retrain import changed_modules, only_training
 from compression_worker.prune.structure import channel_dims, dependency_graph, eca_kernels_of, macs_of, prune_channels
 from compression_worker.training.checkpoint import load_model, save_model
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
-from compression_worker.training.trainer import OptimConfig, Trainer
+from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
 from edgefer.datasets import data_sha256
 
 
@@ -44,9 +46,12 @@ class PruneConfig:
     local_retraining: bool = True  # when off, the local epochs are spent fine-tuning the whole network
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the teacher's soft labels in the retraining loss
-    teacher: str | None = None  # soft labels from this model.pt (say, the larger baseline) instead of the unpruned one
+    teachers: tuple[str, ...] = ()  # learn from these (checkpoints or .onnx, several = ensemble), not the unpruned model
+    distill_mode: str = "cached"  # cached soft labels | consistent: the teacher sees every augmented batch
 
     def __post_init__(self) -> None:
+        if self.distill_mode not in MODES:
+            raise ValueError(f"unknown distillation mode {self.distill_mode!r}; use {' or '.join(MODES)}")
         if not 0 < self.target_macs_reduction < 1:
             raise ValueError(f"target MAC reduction must be in (0, 1), got {self.target_macs_reduction}")
         if self.steps < 1 or self.local_epochs < 0 or self.finetune_epochs < 0:
@@ -106,8 +111,7 @@ def _prune_step(current: EAN, reference_macs: int, goal: float, cfg: PruneConfig
 
 
 def _retrain(pruned: EAN, before: EAN, cfg: PruneConfig, optim: OptimConfig, splits: DataSplits,
-             soft: torch.Tensor, folder: Path, device: torch.device) -> EAN:
-    criterion = kd_criterion(soft, cfg.alpha, cfg.temperature, optim.label_smoothing)
+             criterion: Criterion, folder: Path, device: torch.device) -> EAN:
     model = pruned
     local_epochs = cfg.local_epochs if cfg.local_retraining else 0
     finetune_epochs = cfg.finetune_epochs + (0 if cfg.local_retraining else cfg.local_epochs)
@@ -124,6 +128,18 @@ def _retrain(pruned: EAN, before: EAN, cfg: PruneConfig, optim: OptimConfig, spl
     return model
 
 
+def _cached_criterion(teacher: Teacher, teacher_paths: list[Path], cfg: PruneConfig, optim: OptimConfig,
+                      splits: DataSplits, workdir: Path, device: torch.device) -> Criterion:
+    """Soft labels computed once (cached, keyed by the teacher files' sha256) and read by face index."""
+    key = ",".join(data_sha256(p) for p in teacher_paths)
+    spec = SoftLabelSpec(cfg.temperature, mirror_average=True, teacher_sha256=key)
+    soft = load_cached(workdir / "soft_labels.npz", splits.train.x, spec)
+    if soft is None:
+        soft = teacher_soft_labels(teacher, splits.train.x, spec, device)
+        save_cached(workdir / "soft_labels.npz", soft, splits.train.x, spec)
+    return kd_criterion(torch.from_numpy(soft).to(device), cfg.alpha, cfg.temperature, optim.label_smoothing)
+
+
 def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
               device: torch.device) -> dict:
     """Run (or resume) every step; returns and writes workdir/prune.json (and summary.json beside the model)."""
@@ -131,14 +147,12 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
     source_commit = git_commit()
     unpruned = load_model(model_path)
     splits = load_splits(data)
-    teacher_path = Path(cfg.teacher) if cfg.teacher else model_path
-    spec = SoftLabelSpec(cfg.temperature, mirror_average=True, teacher_sha256=data_sha256(teacher_path))
-    soft = load_cached(workdir / "soft_labels.npz", splits.train.x, spec)
-    if soft is None:
-        teacher = load_model(teacher_path) if cfg.teacher else unpruned
-        soft = teacher_soft_labels(teacher.to(device), splits.train.x, spec, device)
-        save_cached(workdir / "soft_labels.npz", soft, splits.train.x, spec)
-    soft_t = torch.from_numpy(soft).to(device)
+    teacher_paths = [Path(t) for t in cfg.teachers] or [model_path]
+    teacher: Teacher = load_teachers(cfg.teachers, device) if cfg.teachers else TorchTeacher(unpruned, device, name=str(model_path))
+    if cfg.distill_mode == "consistent":
+        criterion = consistent_kd_criterion(teacher, cfg.alpha, cfg.temperature, optim.label_smoothing)
+    else:
+        criterion = _cached_criterion(teacher, teacher_paths, cfg, optim, splits, workdir, device)
     reference = macs_of(unpruned.config)
     steps = [model_metrics(unpruned, splits, device, {"step": 0, "macs": reference})]
     current = unpruned
@@ -152,7 +166,7 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
             goal = 1 - (1 - cfg.target_macs_reduction) ** (k / cfg.steps)
             print(f"step {k}/{cfg.steps}: prune to {100 * (1 - goal):.1f}% of the MACs ({cfg.importance}, {cfg.ratios} ratios)")
             pruned = _prune_step(current, reference, goal, cfg, folder)
-            current = _retrain(pruned, current, cfg, optim, splits, soft_t, folder, device)
+            current = _retrain(pruned, current, cfg, optim, splits, criterion, folder, device)
             save_model(current, folder / "model.pt")
             metrics = model_metrics(current, splits, device, {"step": k, "macs": macs_of(current.config)})
             done.write_text(json.dumps(metrics, indent=2))
@@ -162,5 +176,5 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
               f"val {100 * steps[-1]['val_acc']:.2f}%{test}", flush=True)
     final = workdir / f"step{cfg.steps}"
     return write_stage_summary(workdir / "prune.json", final, source_commit, data, optim, pruned_from=str(model_path),
-                               teacher=str(teacher_path),
+                               teacher=" + ".join(str(p) for p in teacher_paths),
                                prune=asdict(cfg), steps=steps, final_model=str(final / "model.pt"))

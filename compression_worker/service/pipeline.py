@@ -135,7 +135,7 @@ class JobRunner:
         if self.spec.rounds == 0:
             return {"model": teacher}
         s = self.spec
-        cfg = ITSConfig(arch=s.arch, rounds=s.rounds, temperature=s.temperature, alpha=s.alpha, teacher=Path(teacher))
+        cfg = ITSConfig(arch=s.arch, rounds=s.rounds, temperature=s.temperature, alpha=s.alpha, teachers=(Path(teacher),))
         summary = run_its(cfg, self.data, self._optim(s.round_epochs), self.dir / "distill", self.ctx.device)
         return {"model": summary["final_model"], "val_acc": summary["rounds"][-1]["val_acc"]}
 

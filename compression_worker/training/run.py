@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compression_worker.model.ean import EAN, PRESETS, count_parameters
+from torch import nn
+
+from compression_worker.model.ean import count_parameters
+from compression_worker.model.zoo import build_model
 from compression_worker.provenance import git_commit, invocation
-from compression_worker.training.checkpoint import load_model, save_model
+from compression_worker.training.checkpoint import load_network, save_model
 from compression_worker.training.trainer import OptimConfig, Trainer, evaluate_model, predict_logits
 from edgefer.datasets import Faces, data_sha256, load_faces, stratified_split
 
@@ -41,7 +44,7 @@ def load_splits(cfg: DataConfig) -> DataSplits:
     return DataSplits(full.subset(train_idx), full.subset(val_idx), test)
 
 
-def model_metrics(model: EAN, splits: DataSplits, device: torch.device, extra: dict) -> dict:
+def model_metrics(model: nn.Module, splits: DataSplits, device: torch.device, extra: dict) -> dict:
     """Params, val accuracy and (when a test set is given) test accuracy and recall of a finished model."""
     metrics = {**extra, "params": count_parameters(model), "val_acc": evaluate_model(model, splits.val, device).accuracy}
     if splits.test is not None:
@@ -79,15 +82,13 @@ def train_model(
     arch: str, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device
 ) -> dict:
     """Train, keep the best-on-validation weights as workdir/model.pt, and write workdir/summary.json."""
-    if arch not in PRESETS:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(PRESETS)}")
     source_commit = git_commit()  # taken before training: the tree may change while it runs
     torch.manual_seed(optim.seed)
+    model = build_model(arch)
     splits = load_splits(data)
-    model = EAN(PRESETS[arch])
     print(f"{arch}: {count_parameters(model):,} parameters; train {len(splits.train)}, val {len(splits.val)} faces", flush=True)
     result = Trainer(model, optim, workdir, device).fit(splits.train, splits.val)
-    best = load_model(workdir / "best.pt")
+    best = load_network(workdir / "best.pt")
     save_model(best, workdir / "model.pt", {"arch": arch})
     summary: dict = {
         "arch": arch,

@@ -1,7 +1,10 @@
 """The epoch loop: seeded, channels_last, resumable at every epoch, with a per-epoch log.
 
-The loss is pluggable (`Criterion`): supervised training uses cross-entropy on hard labels, and the
-distillation stage plugs in a loss that also reads per-face soft labels through the batch indices.
+The loss is pluggable (`Criterion`): it gets the student's logits and the whole `Batch` (the augmented,
+possibly mixed input, the hard labels, the faces' indices and how they were mixed), so supervised
+training uses cross-entropy, cached distillation reads soft labels by index, and consistent distillation
+runs the teacher on exactly the input the student saw. Optional: mixup/CutMix, an EMA of the weights
+(what is validated and kept), bf16 autocast on a GPU.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from compression_worker.data.augment import AugmentConfig, augment_faces
-from compression_worker.model.ean import EAN
+from compression_worker.data.mixing import Mix, MixConfig, mix_batch
 from compression_worker.training.checkpoint import save_atomic, save_model
 from compression_worker.training.progress import report_epoch
 from compression_worker.training.schedule import warmup_cosine
@@ -27,13 +32,36 @@ from edgefer.datasets import Faces
 from edgefer.metrics import ClassificationReport
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One training step's data as the student sees it."""
+
+    x: torch.Tensor  # (N, 1, 48, 48) float raw pixels after augmentation and mixing, channels_last
+    y: torch.Tensor  # hard labels of the faces before mixing
+    indices: torch.Tensor  # the faces' positions in the training set
+    mix: Mix | None = None
+
+    def blend(self, per_face: torch.Tensor) -> torch.Tensor:
+        """Per-face target rows (soft labels, one-hot) mixed the way the inputs were."""
+        return self.mix.blend(per_face) if self.mix is not None else per_face
+
+
 class Criterion(Protocol):
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+
+def batch_cross_entropy(logits: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy on the hard labels, mixed with the same weight as the inputs when the batch was mixed."""
+    ce = F.cross_entropy(logits, batch.y, label_smoothing=label_smoothing)
+    if batch.mix is None:
+        return ce
+    other = F.cross_entropy(logits, batch.y[batch.mix.perm], label_smoothing=label_smoothing)
+    return batch.mix.lam * ce + (1.0 - batch.mix.lam) * other
 
 
 def hard_label_loss(label_smoothing: float) -> Criterion:
-    def loss(logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    def loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return batch_cross_entropy(logits, batch, label_smoothing)
 
     return loss
 
@@ -53,12 +81,17 @@ class OptimConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
+    bf16_autocast: bool = True  # on a GPU only: forward and loss under bf16 autocast
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +122,7 @@ class FitResult:
     seconds_per_epoch: float
 
 
-def _make_optimizer(model: EAN, cfg: OptimConfig) -> torch.optim.Optimizer:
+def _make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """No weight decay on BatchNorm, biases and the 1-D ECA kernels: decaying them only hurts."""
     decay = [p for p in model.parameters() if p.ndim == 4 or p.ndim == 2]
     no_decay = [p for p in model.parameters() if not (p.ndim == 4 or p.ndim == 2)]
@@ -101,7 +134,7 @@ def _make_optimizer(model: EAN, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def predict_logits(
-    model: EAN, x: np.ndarray, device: torch.device, batch_size: int = 512, hflip_average: bool = False
+    model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 512, hflip_average: bool = False
 ) -> np.ndarray:
     """Eval-mode logits for uint8 faces (N, 48, 48); optionally averaged with the mirrored face."""
     model.eval()
@@ -116,7 +149,7 @@ def predict_logits(
     return torch.cat(out).numpy() if out else np.zeros((0, model.config.num_classes), np.float32)
 
 
-def evaluate_model(model: EAN, faces: Faces, device: torch.device) -> ClassificationReport:
+def evaluate_model(model: nn.Module, faces: Faces, device: torch.device) -> ClassificationReport:
     """One-pass (no mirror) classification report of a PyTorch model."""
     return ClassificationReport.from_predictions(faces.y, predict_logits(model.to(device), faces.x, device).argmax(1))
 
@@ -126,7 +159,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: EAN,
+        model: nn.Module,
         cfg: OptimConfig,
         workdir: Path,
         device: torch.device,
@@ -138,8 +171,19 @@ class Trainer:
         self.device = device
         self.criterion = criterion or hard_label_loss(cfg.label_smoothing)
         self.optimizer = _make_optimizer(self.model, cfg)
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema_decay > 0
+            else None
+        )
+        self.autocast = cfg.bf16_autocast and device.type == "cuda"
         self.last_path = workdir / "last.pt"
         self.best_path = workdir / "best.pt"
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """What is validated, checkpointed as best and shipped: the EMA weights when enabled."""
+        return self.ema.module if self.ema is not None else self.model
 
     def fit(self, train: Faces, val: Faces) -> FitResult:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -172,18 +216,20 @@ class Trainer:
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     idx = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
-                    xb = augment_faces(x_all[idx].float().unsqueeze(1), cfg.augment, gen)
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                    yb = y_all[idx]
-                    logits = self.model(xb)
-                    loss = self.criterion(logits, yb, idx)
+                    xb, mix = mix_batch(augment_faces(x_all[idx].float().unsqueeze(1), cfg.augment, gen), cfg.mix, gen)
+                    batch = Batch(xb.contiguous(memory_format=torch.channels_last), y_all[idx], idx, mix)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                        logits = self.model(batch.x)
+                        loss = self.criterion(logits.float(), batch)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.model)
                     loss_sum += loss.detach() * len(idx)
-                    correct += (logits.argmax(1) == yb).sum()
+                    correct += (logits.argmax(1) == batch.y).sum()
                     seen += len(idx)
-                val_logits = predict_logits(self.model, val.x, self.device)
+                val_logits = predict_logits(self.kept_model, val.x, self.device)
                 val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val.y)))
                 val_acc = float(np.mean(val_logits.argmax(1) == val.y))
                 entry = EpochLog(
@@ -198,7 +244,7 @@ class Trainer:
                 history.append(entry)
                 if val_acc > best_acc:
                     best_acc, best_epoch = val_acc, epoch + 1
-                    save_model(self.model, self.best_path, {"val_acc": val_acc, "epoch": epoch + 1})
+                    save_model(self.kept_model, self.best_path, {"val_acc": val_acc, "epoch": epoch + 1})
                 self._save_last(epoch + 1, history, best_acc, best_epoch)
                 print(entry.line(cfg.epochs), flush=True)
                 log_file.write(json.dumps(asdict(entry)) + "\n")
@@ -212,6 +258,7 @@ class Trainer:
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
                 "epochs_done": epochs_done,
                 "history": [asdict(h) for h in history],
                 "best_acc": best_acc,
@@ -234,6 +281,8 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         history = [EpochLog(**h) for h in state["history"]]
         with (self.workdir / "history.jsonl").open("w") as log_file:  # drop lines of an epoch cut short
             log_file.writelines(json.dumps(asdict(h)) + "\n" for h in history)
