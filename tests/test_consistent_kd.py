@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from compression_worker.cli import main as worker_main
 from compression_worker.data.augment import AugmentConfig
@@ -19,7 +19,7 @@ from compression_worker.export import export_onnx
 from compression_worker.model.ean import EAN, EANConfig
 from compression_worker.model.zoo import TEACHERS, build_model
 from compression_worker.training.checkpoint import load_model, load_network, save_model
-from compression_worker.training.trainer import Batch, OptimConfig, Trainer
+from compression_worker.training.trainer import Batch, OptimConfig, Trainer, ema_with_warmup
 from edgefer.datasets import load_faces, stratified_split
 from tests.conftest import synthetic_faces
 
@@ -103,15 +103,18 @@ def test_ema_is_what_is_validated_and_kept(tmp_path: Path, toy_npz: Path) -> Non
     if result.best_epoch == 2:
         assert all(torch.equal(best[k], ema_state[k].cpu()) for k in best)
     assert any(not torch.equal(ema_state[k], raw_state[k]) for k in raw_state if raw_state[k].is_floating_point())
-    # The update rule: after the first step a copy, then ema = d * ema + (1 - d) * weights.
+    # The update rule: a copy at the first step, then ema = d * ema + (1 - d) * weights with the warm-up
+    # d = min(decay, (1 + n) / (10 + n)) after n updates.
     w = torch.nn.Linear(2, 1, bias=False)
-    ema = AveragedModel(w, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    ema = AveragedModel(w, multi_avg_fn=ema_with_warmup(0.99), use_buffers=True)
+    expected = 0.0
     with torch.no_grad():
-        w.weight.fill_(1.0)
-        ema.update_parameters(w)
-        w.weight.fill_(3.0)
-        ema.update_parameters(w)
-    assert torch.allclose(ema.module.weight, torch.full((1, 2), 0.9 * 1.0 + 0.1 * 3.0))
+        for n, value in enumerate([1.0, 3.0, 5.0, 2.0]):
+            w.weight.fill_(value)
+            ema.update_parameters(w)
+            d = min(0.99, (1.0 + n) / (10.0 + n)) if n else 0.0
+            expected = d * expected + (1 - d) * value
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), expected))
 
 
 @pytest.mark.parametrize("arch", sorted(TEACHERS))

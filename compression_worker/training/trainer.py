@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from compression_worker.data.augment import AugmentConfig, augment_faces
@@ -154,6 +154,21 @@ def evaluate_model(model: nn.Module, faces: Faces, device: torch.device) -> Clas
     return ClassificationReport.from_predictions(faces.y, predict_logits(model.to(device), faces.x, device).argmax(1))
 
 
+def ema_with_warmup(decay: float):
+    """AveragedModel's update with timm's warm-up: the decay grows as min(decay, (1 + n) / (10 + n)), so the
+    average forgets the random initialisation within the first epochs instead of carrying it for thousands of steps."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor | int) -> None:
+        if not torch.is_floating_point(averaged[0]):  # BatchNorm's step counters: taken as they are
+            torch._foreach_copy_(averaged, current)
+            return
+        n = float(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
+
+
 class Trainer:
     """Trains `model` on `train` and selects the epoch by `val`, checkpointing into `workdir`."""
 
@@ -172,7 +187,7 @@ class Trainer:
         self.criterion = criterion or hard_label_loss(cfg.label_smoothing)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
             if cfg.ema_decay > 0
             else None
         )
