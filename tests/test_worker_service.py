@@ -80,6 +80,26 @@ def test_a_tiny_job_is_published_and_served_and_a_duplicate_publishes_nothing(re
     assert "published as version 1" in capsys.readouterr().out
 
 
+def test_a_job_can_distil_consistently_from_a_given_teacher(redis_server, signing_keys, tmp_path, toy_npz):
+    import torch
+
+    from compression_worker.export import export_onnx
+    from compression_worker.model.ean import EAN, PRESETS
+
+    torch.manual_seed(0)
+    teacher = export_onnx(EAN(PRESETS["ean-xs"]), tmp_path / "teacher.onnx")
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    submit(redis_server, toy_npz, "--job-id", "taught", *TINY_JOB, "--set", "distill_mode=consistent",
+           "--set", f'teachers=["{teacher}"]', "--set", "ema_decay=0.9", "--set", "quantize=false")
+    assert take(worker) == "published"
+    ledger = json.loads((tmp_path / "jobs" / "taught" / "stages.json").read_text())
+    assert ledger["teacher"]["models"] == [str(teacher)]  # adopted, not trained
+    its = json.loads((tmp_path / "jobs" / "taught" / "distill" / "its.json").read_text())
+    assert its["its"]["mode"] == "consistent" and its["rounds"][0]["teacher"] == str(teacher)
+    prune = json.loads((tmp_path / "jobs" / "taught" / "prune" / "prune.json").read_text())
+    assert prune["teacher"] == str(teacher) and prune["prune"]["distill_mode"] == "consistent"
+
+
 def test_a_model_that_fails_the_gate_is_not_published(redis_server, signing_keys, tmp_path, toy_npz):
     worker = make_worker(redis_server, signing_keys, tmp_path, max_macs=1000)
     submit(redis_server, toy_npz, "--job-id", "gated", *TINY_JOB, "--set", "quantize=false")
@@ -95,6 +115,9 @@ def test_a_model_that_fails_the_gate_is_not_published(redis_server, signing_keys
         ({"prune_target": 0.99}, "impossible pruning target 0.99"),
         ({"teacher_epoch": 3}, "unknown job settings: teacher_epoch"),
         ({"rounds": "two"}, "job setting rounds: 'two' is not int"),
+        ({"distill_mode": "live"}, "unknown distill_mode 'live'"),
+        ({"teachers": ["/absent/teacher.onnx"]}, "/absent/teacher.onnx: no such teacher model file"),
+        ({"teachers": "t.onnx"}, "job setting teachers: 't.onnx' is not list[str] | None"),
     ],
 )
 def test_bad_jobs_fail_with_their_message_and_the_worker_goes_on(redis_server, signing_keys, tmp_path, toy_npz, extra, message):

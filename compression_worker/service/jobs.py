@@ -24,6 +24,10 @@ class JobSpec:
     round_epochs: int = 8
     temperature: float = 2.0
     alpha: float = 0.5
+    distill_mode: str = "cached"  # cached soft labels (CPU budget) | consistent: the teacher on every augmented batch
+    teachers: list[str] | None = None  # round 0 given (checkpoints or .onnx, several = ensemble), not trained; pruning learns from it too
+    ema_decay: float = 0.0
+    mixup: float = 0.0
     prune_target: float = 0.5
     local_epochs: int = 2
     finetune_epochs: int = 4
@@ -65,6 +69,15 @@ class JobSpec:
             raise JobError(f"unknown architecture {self.arch!r}; choose from {sorted(PRESETS)}")
         if not 0 < self.prune_target < 0.95:
             raise JobError(f"impossible pruning target {self.prune_target}: give the share of MACs to remove, in (0, 0.95)")
+        if self.distill_mode not in ("cached", "consistent"):
+            raise JobError(f"unknown distill_mode {self.distill_mode!r}; use cached or consistent")
+        for teacher in self.teachers or []:
+            if not Path(teacher).exists():
+                raise JobError(f"{teacher}: no such teacher model file")
+        if self.teachers and self.rounds < 1:
+            raise JobError("given teachers need rounds >= 1: the distilled EAN is what gets pruned")
+        if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0:
+            raise JobError("ema_decay must be in [0, 1) and mixup >= 0")
         if min(self.teacher_epochs, self.round_epochs) < 1 or self.rounds < 0 or min(self.local_epochs, self.finetune_epochs) < 0:
             raise JobError("epochs must be >= 1 (local and fine-tune epochs >= 0) and rounds >= 0")
 
@@ -73,6 +86,8 @@ class JobSpec:
 
 
 def _type_ok(value: object, expected: str) -> bool:
+    if "list" in expected:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
     if "bool" in expected:
         return isinstance(value, bool)
     if "int" in expected:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from compression_worker.complexity import onnx_complexity
+from compression_worker.data.mixing import MixConfig
 from compression_worker.distill.its import ITSConfig, run_its
 from compression_worker.latency import latency_ms
 from compression_worker.prune.pipeline import PruneConfig, run_prune
@@ -68,8 +69,9 @@ class JobRunner:
 
     def run(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
-        teacher = self._stage("teacher", self._teacher)["model"]
-        distilled = self._stage("distill", lambda: self._distill(teacher))["model"]
+        teacher = self._stage("teacher", self._teacher)
+        teachers = teacher.get("models") or [teacher["model"]]
+        distilled = self._stage("distill", lambda: self._distill(teachers))["model"]
         pruned = self._stage("prune", lambda: self._prune(distilled))["model"]
         candidate = self._stage("export", lambda: self._export(pruned))
         evaluation = self._stage("evaluate", lambda: self._evaluate(Path(candidate["onnx"])))
@@ -125,24 +127,29 @@ class JobRunner:
     # -- stages -----------------------------------------------------------------------------------
 
     def _optim(self, epochs: int, lr: float = 0.1) -> OptimConfig:
-        return OptimConfig(epochs=epochs, lr=lr, seed=self.spec.seed)
+        s = self.spec
+        return OptimConfig(epochs=epochs, lr=lr, seed=s.seed, ema_decay=s.ema_decay, mix=MixConfig(mixup_alpha=s.mixup))
 
     def _teacher(self) -> dict:
+        if self.spec.teachers:
+            return {"models": list(self.spec.teachers)}
         summary = train_model(self.spec.arch, self.data, self._optim(self.spec.teacher_epochs), self.dir / "teacher", self.ctx.device)
         return {"model": str(self.dir / "teacher" / "model.pt"), "val_acc": summary["best_val_acc"]}
 
-    def _distill(self, teacher: str) -> dict:
+    def _distill(self, teachers: list[str]) -> dict:
         if self.spec.rounds == 0:
-            return {"model": teacher}
+            return {"model": teachers[0]}
         s = self.spec
-        cfg = ITSConfig(arch=s.arch, rounds=s.rounds, temperature=s.temperature, alpha=s.alpha, teachers=(Path(teacher),))
+        cfg = ITSConfig(arch=s.arch, rounds=s.rounds, temperature=s.temperature, alpha=s.alpha,
+                        teachers=tuple(Path(t) for t in teachers), mode=s.distill_mode)
         summary = run_its(cfg, self.data, self._optim(s.round_epochs), self.dir / "distill", self.ctx.device)
         return {"model": summary["final_model"], "val_acc": summary["rounds"][-1]["val_acc"]}
 
     def _prune(self, distilled: str) -> dict:
         s = self.spec
         cfg = PruneConfig(target_macs_reduction=s.prune_target, local_epochs=s.local_epochs, finetune_epochs=s.finetune_epochs,
-                          temperature=s.temperature, alpha=s.alpha)
+                          temperature=s.temperature, alpha=s.alpha, teachers=tuple(s.teachers or ()),
+                          distill_mode=s.distill_mode)
         summary = run_prune(Path(distilled), cfg, self.data, self._optim(1, lr=0.02), self.dir / "prune", self.ctx.device)
         return {"model": summary["final_model"], "val_acc": summary["steps"][-1]["val_acc"]}
 
