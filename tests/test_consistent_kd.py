@@ -90,18 +90,20 @@ def test_mixing_blends_inputs_and_targets_alike() -> None:
     assert none is None and same is x
 
 
-def test_ema_is_what_is_validated_and_kept(tmp_path: Path, toy_npz: Path) -> None:
+def test_ema_and_raw_weights_are_both_validated_and_the_better_kept(tmp_path: Path, toy_npz: Path) -> None:
     torch.manual_seed(0)
     still = AugmentConfig(max_rotation_deg=0, scale_range=(1.0, 1.0), max_shift_px=0, hflip_prob=0, erase_prob=0)
     cfg = OptimConfig(epochs=2, batch_size=32, lr=0.1, augment=still, ema_decay=0.9)
     trainer = Trainer(EAN(TINY), cfg, tmp_path, CPU)
     train, val = _splits(toy_npz)
     result = trainer.fit(train, val)
-    best = torch.load(tmp_path / "best.pt", weights_only=True)["state_dict"]
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
     ema_state = trainer.kept_model.state_dict()
     raw_state = trainer.model.state_dict()
+    kept = ema_state if best["ema"] else raw_state  # the better of the two on val, as recorded
+    assert best["val_acc"] == max(result.history[best["epoch"] - 1].val_acc, result.history[best["epoch"] - 1].raw_val_acc)
     if result.best_epoch == 2:
-        assert all(torch.equal(best[k], ema_state[k].cpu()) for k in best)
+        assert all(torch.equal(best["state_dict"][k], kept[k].cpu()) for k in best["state_dict"])
     assert any(not torch.equal(ema_state[k], raw_state[k]) for k in raw_state if raw_state[k].is_floating_point())
     # The update rule: a copy at the first step, then ema = d * ema + (1 - d) * weights with the warm-up
     # d = min(decay, (1 + n) / (10 + n)) after n updates.

@@ -106,11 +106,13 @@ class EpochLog:
     val_acc: float
     lr: float
     seconds: float
+    raw_val_acc: float | None = None  # with an EMA: the trained weights' own accuracy (val_acc is the EMA's)
 
     def line(self, epochs: int) -> str:
+        raw = f" (raw {self.raw_val_acc * 100:5.2f}%)" if self.raw_val_acc is not None else ""
         return (
             f"epoch {self.epoch:3d}/{epochs} loss {self.train_loss:.4f} acc {self.train_acc * 100:5.2f}% | "
-            f"val loss {self.val_loss:.4f} acc {self.val_acc * 100:5.2f}% | lr {self.lr:.5f} | {self.seconds:.1f}s"
+            f"val loss {self.val_loss:.4f} acc {self.val_acc * 100:5.2f}%{raw} | lr {self.lr:.5f} | {self.seconds:.1f}s"
         )
 
 
@@ -200,6 +202,15 @@ class Trainer:
         """What is validated, checkpointed as best and shipped: the EMA weights when enabled."""
         return self.ema.module if self.ema is not None else self.model
 
+    def _validate(self, val: Faces) -> tuple[float, list[float]]:
+        """Val loss of the kept model and the accuracy of each candidate: the kept model, then (with an EMA)
+        the raw weights. The EMA's running BatchNorm statistics lag its weights while they still move fast
+        (early epochs), so the raw weights can validate better then; the better one is kept as best."""
+        models = [self.kept_model] + ([self.model] if self.ema is not None else [])
+        logits = [predict_logits(m, val.x, self.device) for m in models]
+        loss = float(F.cross_entropy(torch.from_numpy(logits[0]), torch.from_numpy(val.y)))
+        return loss, [float(np.mean(out.argmax(1) == val.y)) for out in logits]
+
     def fit(self, train: Faces, val: Faces) -> FitResult:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
@@ -244,22 +255,23 @@ class Trainer:
                     loss_sum += loss.detach() * len(idx)
                     correct += (logits.argmax(1) == batch.y).sum()
                     seen += len(idx)
-                val_logits = predict_logits(self.kept_model, val.x, self.device)
-                val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val.y)))
-                val_acc = float(np.mean(val_logits.argmax(1) == val.y))
+                val_loss, accuracies = self._validate(val)
                 entry = EpochLog(
                     epoch=epoch + 1,
                     train_loss=float(loss_sum) / seen,
                     train_acc=float(correct) / seen,
                     val_loss=val_loss,
-                    val_acc=val_acc,
+                    val_acc=accuracies[0],
                     lr=lr,
                     seconds=time.perf_counter() - t0,
+                    raw_val_acc=accuracies[1] if len(accuracies) > 1 else None,
                 )
                 history.append(entry)
-                if val_acc > best_acc:
-                    best_acc, best_epoch = val_acc, epoch + 1
-                    save_model(self.kept_model, self.best_path, {"val_acc": val_acc, "epoch": epoch + 1})
+                if max(accuracies) > best_acc:
+                    best_acc, best_epoch = max(accuracies), epoch + 1
+                    use_ema = self.ema is not None and accuracies[0] >= accuracies[-1]
+                    kept = self.kept_model if use_ema else self.model
+                    save_model(kept, self.best_path, {"val_acc": best_acc, "epoch": best_epoch, "ema": use_ema})
                 self._save_last(epoch + 1, history, best_acc, best_epoch)
                 print(entry.line(cfg.epochs), flush=True)
                 log_file.write(json.dumps(asdict(entry)) + "\n")
