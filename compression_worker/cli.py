@@ -38,6 +38,8 @@ def _add_training_flags(p: argparse.ArgumentParser, settings: WorkerSettings, wo
     p.add_argument("--ema-decay", type=float, default=0.0, help="keep and validate an EMA of the weights (e.g. 0.999; 0: off)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the validation split (default: --seed); fix it so that seeds of an ensemble share one split")
     p.add_argument("--device", default=settings.device)
     p.add_argument("--threads", type=int, default=settings.threads)
 
@@ -69,7 +71,8 @@ def _training_setup(args: argparse.Namespace):
         mix=MixConfig(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mix_prob),
         ema_decay=args.ema_decay,
     )
-    data = DataConfig(args.data, args.test_data, args.val_fraction, args.seed, args.usage)
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    data = DataConfig(args.data, args.test_data, args.val_fraction, split_seed, args.usage)
     return data, optim, select_device(args.device)
 
 
