@@ -11,9 +11,10 @@ COPY services ./services
 RUN pip install --prefix=/install .
 
 FROM python:3.11-slim
-ENV PYTHONUNBUFFERED=1 EDGEFER_MODEL_CACHE_DIR=/var/lib/edgefer/models EDGEFER_MODEL_PATH=/app/models/ean-baseline.onnx
+ENV PYTHONUNBUFFERED=1 EDGEFER_MODEL_CACHE_DIR=/var/lib/edgefer/models EDGEFER_MODEL_PATH=/app/models/ean-pruned.onnx
 COPY --from=build /install /usr/local
-COPY models/ean-baseline.onnx models/ean-baseline.json /app/models/
+# The pruned EAN is what a board serves by default; the baseline stays in the image, selectable by EDGEFER_MODEL_PATH.
+COPY models/ean-pruned.onnx models/ean-pruned.json models/ean-baseline.onnx models/ean-baseline.json /app/models/
 RUN useradd --create-home --uid 10001 edgefer && mkdir -p /var/lib/edgefer/models && chown -R edgefer /var/lib/edgefer
 USER 10001
 WORKDIR /app

@@ -1,7 +1,8 @@
 """`edgefer-demo`: a whole fleet on this machine, without Docker, and a live model rollout.
 
 It starts a redis-server, two edge nodes and the compression worker service (local processes),
-publishes the shipped baseline as version 1, streams faces to both nodes from two device clients,
+publishes the shipped baseline as version 1 and the pruned EAN (what an edge node exists to run) as version 2,
+serving 2, streams faces to both nodes from two device clients,
 then has the worker train, distil, prune, quantize, gate and publish a new version mid-stream, and
 shows both nodes swapping to it with no failed request. It ends with a summary per node and stops
 every process it started, also on Ctrl-C.
@@ -98,17 +99,20 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     stack.callback(redis_server.stop)
     registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)))
     print(f"redis-server on {redis_server.url}", flush=True)
-    baseline = REPO / "models" / "ean-baseline.onnx"
-    first = registry.publish(baseline.read_bytes(), baseline.stem, EXPECTED_INPUT, {}, ManifestSigner(work / "worker.pem"), promote=True)
-    print(f"published {baseline.name} as version {first.version}", flush=True)
+    signer = ManifestSigner(work / "worker.pem")
+    for name, promote in (("ean-baseline.onnx", False), ("ean-pruned.onnx", True)):
+        path = REPO / "models" / name
+        first = registry.publish(path.read_bytes(), path.stem, EXPECTED_INPUT, {}, signer, promote=promote)
+        print(f"published {name} as version {first.version}" + (", served" if promote else ", selectable"), flush=True)
+    serving = str(first.version)
     nodes = [EdgeNodeProcess(f"edge-{i}", free_port(), redis_server.url, work / "worker.pub", work / f"cache-{i}",
                              extra_args=["--heartbeat-seconds", "1"], log_path=work / f"edge-{i}.log").start() for i in (1, 2)]
     for node in nodes:
         stack.callback(node.stop)
-    if len(wait_serving(nodes, "1", 60)) < 2:
+    if len(wait_serving(nodes, serving, 60)) < 2:
         print("edge nodes did not start; see their logs in", work, file=sys.stderr)
         return 1
-    print("edge nodes " + ", ".join(f"{n.node_id} on {n.target}" for n in nodes) + " serve version 1", flush=True)
+    print("edge nodes " + ", ".join(f"{n.node_id} on {n.target}" for n in nodes) + f" serve version {serving}", flush=True)
     worker_cmd = [sys.executable, "-m", "compression_worker.service.worker", "--redis-url", redis_server.url, "--work-dir",
                   str(work / "jobs"), "--signing-key", str(work / "worker.pem"), "--metrics-port", "0", "--threads", "1",
                   "--accuracy-tolerance", "1.0", "--max-latency-ms", "50"]
@@ -151,8 +155,8 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     seconds = time.monotonic() - started
     print("\n" + summary_table(stats, seconds))
     failed = sum(s.failed for s in stats.values())
-    both = len(swapped) == 2 and all(version in s.versions and "1" in s.versions for s in stats.values())
-    print(f"\n{'OK' if both and not failed else 'PROBLEM'}: {failed} failed requests; both nodes served versions 1 and {version}"
+    both = len(swapped) == 2 and all(version in s.versions and serving in s.versions for s in stats.values())
+    print(f"\n{'OK' if both and not failed else 'PROBLEM'}: {failed} failed requests; both nodes served versions {serving} and {version}"
           if both else f"\nPROBLEM: not every node served both versions ({failed} failed requests)")
     return 0 if both and not failed else 1
 
