@@ -191,3 +191,37 @@ def test_batched_inference_shares_calls_and_matches_direct() -> None:
     sizes = [s for s in metrics.registry.collect() if s.name == "edgefer_inference_batch_faces"][0].samples
     count = [s.value for s in sizes if s.name.endswith("_count")][0]
     assert count < 8  # 8 concurrent single-face requests took fewer than 8 onnxruntime calls
+
+
+def test_image_header_sizes_match_the_decoded_images() -> None:
+    from services.edge.image_header import HeaderError, image_size
+
+    image = np.random.default_rng(0).integers(0, 255, size=(37, 53), dtype=np.uint8)
+    for ext in (".png", ".jpg"):
+        ok, encoded = cv2.imencode(ext, image)
+        assert ok and image_size(encoded.tobytes()) == (53, 37)
+    ok, progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert image_size(progressive.tobytes()) == (53, 37)
+    for bad in (b"GIF89a", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xda\x00\x02", b"\xff\xd8\xff\xe0\x00\x10JFIF"):
+        with pytest.raises(HeaderError):
+            image_size(bad)
+
+
+def test_images_claiming_a_huge_size_are_refused_before_decoding() -> None:
+    from tests.hostile_images import jpeg_claiming, png_bomb
+
+    for data in (png_bomb(30000, 30000), jpeg_claiming(60000, 60000), jpeg_claiming(5000, 10)):
+        with pytest.raises(FrameError, match="exceeds the limit") as info:
+            decode_gray(edge_pb2.Frame(encoded=data))
+        assert info.value.too_large
+
+
+def test_an_image_whose_header_lies_within_the_limits_is_a_frame_error_or_an_image() -> None:
+    from tests.hostile_images import jpeg_claiming
+
+    for size in ((100, 100), (4096, 3072), (1, 1)):
+        try:
+            image = decode_gray(edge_pb2.Frame(encoded=jpeg_claiming(*size)))
+        except FrameError:
+            continue
+        assert image.dtype == np.uint8 and image.ndim == 2

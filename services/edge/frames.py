@@ -1,7 +1,8 @@
 """Turning a wire Frame into a gray image, with every way it can be malformed named in the error.
 
-Raw frames are checked before any allocation proportional to their claimed size; encoded frames are
-bounded by the gRPC message limit and OpenCV's decoder pixel limit, then checked like raw ones.
+Every frame's size is checked before any allocation proportional to it: raw frames by their declared
+width and height, encoded frames by the width and height in their JPEG or PNG header (a small file can
+claim a huge image). Whatever the decoder still refuses becomes a FrameError, never an unexpected error.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 
 from edgefer.v1 import edge_pb2
+from services.edge.image_header import HeaderError, image_size
 
 MAX_SIDE = 4096
 MAX_PIXELS = 4096 * 3072
@@ -43,7 +45,14 @@ def decode_gray(frame: edge_pb2.Frame) -> np.ndarray:
 def _decode_encoded(data: bytes) -> np.ndarray:
     if not data:
         raise FrameError("encoded image is empty")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    try:
+        _check_size(*image_size(data))
+    except HeaderError as exc:
+        raise FrameError(f"not a decodable JPEG or PNG image: {exc}") from exc
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    except cv2.error as exc:  # OpenCV's own checks (pixel limits, corrupt streams) raise instead of returning None
+        raise FrameError(f"the image decoder refused the encoded bytes ({exc.err or 'cv2.error'})") from exc
     if image is None:
         raise FrameError("encoded bytes are not a decodable JPEG or PNG image")
     _check_size(image.shape[1], image.shape[0])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from services.edge.metrics import EdgeMetrics
 from services.edge.model_holder import LoadedModel, ModelHolder
 from services.edge.pipeline import FramePipeline
 from services.edge.settings import EdgeSettings
+from services.edge.stream_frames import ConnectionBudget, latest_frames, one_by_one
 from services.edge.tracking import FaceTracker
 
 SERVICE_NAME = edge_pb2.DESCRIPTOR.services_by_name["EdgeFer"].full_name
@@ -39,11 +39,14 @@ T = TypeVar("T")
 
 
 class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
-    def __init__(self, holder: ModelHolder, pipeline: FramePipeline, metrics: EdgeMetrics, drop_stale: bool) -> None:
+    def __init__(self, holder: ModelHolder, pipeline: FramePipeline, metrics: EdgeMetrics, settings: EdgeSettings) -> None:
         self.holder = holder
         self.pipeline = pipeline
         self.metrics = metrics
-        self.drop_stale = drop_stale
+        self.drop_stale = settings.drop_stale_frames
+        self.max_streams = settings.max_streams
+        self.budget = ConnectionBudget(settings.max_connection_frame_bytes)
+        self.streams = 0  # open StreamClassify calls of this process (the event loop's thread alone touches it)
 
     async def _model_or_abort(self, context: grpc.aio.ServicerContext) -> LoadedModel:
         model = self.holder.current()
@@ -72,20 +75,25 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
         self, request_iterator: AsyncIterator[edge_pb2.Frame], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[edge_pb2.FrameResult]:
         await self._model_or_abort(context)
+        if self.streams >= self.max_streams:
+            await self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"the node serves {self.max_streams} streams already; retry later or on another node")
+        self.streams += 1
         self.metrics.active_streams.inc()
         tracker, detector = FaceTracker(), self.pipeline.stream_detector()
         try:
-            source = _latest_frames(request_iterator) if self.drop_stale else _one_by_one(request_iterator)
-            async for batch in source:
+            source = latest_frames(request_iterator, self.budget, context.peer()) if self.drop_stale else one_by_one(request_iterator)
+            async for item in source:
                 if context.done():  # cancelled or past its deadline: stop working for nobody
                     return
-                *stale, frame = batch
-                for old in stale:
+                for sequence in item.dropped:
                     self.metrics.dropped.inc()
                     self.metrics.frames.labels("dropped").inc()
-                    yield edge_pb2.FrameResult(sequence=old.sequence, status=edge_pb2.FRAME_STATUS_DROPPED)
-                yield await self._stream_frame(frame, tracker, detector, context)
+                    yield edge_pb2.FrameResult(sequence=sequence, status=edge_pb2.FRAME_STATUS_DROPPED)
+                if item.frame is not None:
+                    yield await self._stream_frame(item.frame, tracker, detector, context)
         finally:
+            self.streams -= 1
             self.metrics.active_streams.dec()
 
     async def _stream_frame(self, frame: edge_pb2.Frame, tracker: FaceTracker, detector: StreamDetector,
@@ -103,49 +111,6 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
     async def GetModelInfo(self, request: edge_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> edge_pb2.ModelInfo:
         model = await self._model_or_abort(context)
         return edge_pb2.ModelInfo(version=model.version, sha256=model.sha256, classes=list(CLASSES), loaded_at=model.loaded_at)
-
-
-async def _one_by_one(requests: AsyncIterator[edge_pb2.Frame]) -> AsyncIterator[list[edge_pb2.Frame]]:
-    async for frame in requests:
-        yield [frame]
-
-
-async def _latest_frames(requests: AsyncIterator[edge_pb2.Frame]) -> AsyncIterator[list[edge_pb2.Frame]]:
-    """A stream's frames read by a task of their own; each batch is every frame waiting, the newest last.
-
-    When the node is slower than the client, the frames that piled up while one was processed are
-    answered DROPPED and only the newest is classified: latency stays bounded instead of growing.
-    """
-    pending: deque[edge_pb2.Frame] = deque()
-    arrived = asyncio.Event()
-    finished = False
-
-    async def read() -> None:
-        nonlocal finished
-        try:
-            async for frame in requests:
-                pending.append(frame)
-                arrived.set()
-        except grpc.RpcError:  # the client went away or cancelled: end the stream
-            pass
-        finally:
-            finished = True
-            arrived.set()
-
-    reader = asyncio.get_running_loop().create_task(read())
-    try:
-        while True:
-            if not pending:
-                if finished:
-                    return
-                arrived.clear()  # no await between the check and the clear: the reader cannot slip in
-                await arrived.wait()
-                continue
-            batch = list(pending)
-            pending.clear()
-            yield batch
-    finally:
-        reader.cancel()
 
 
 class _LoopThread:
@@ -265,7 +230,7 @@ async def _start(settings: EdgeSettings, metrics: EdgeMetrics, loop: _LoopThread
         ("grpc.so_reuseport", int(settings.workers > 1)),  # a node's serving processes share its port, nobody else
     ]
     server = grpc.aio.server(options=options)
-    edge_pb2_grpc.add_EdgeFerServicer_to_server(EdgeFerServicer(holder, pipeline, metrics, settings.drop_stale_frames), server)
+    edge_pb2_grpc.add_EdgeFerServicer_to_server(EdgeFerServicer(holder, pipeline, metrics, settings), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -16,13 +16,15 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     host: str = "0.0.0.0"
     port: int = 50051
     metrics_port: int = 9100  # 0 disables the metrics endpoint
-    model_path: Path = Path("models/ean-baseline.onnx")
+    model_path: Path = Path("models/ean-pruned.onnx")  # what a board exists to run; the baseline is the accurate one
     model_version: str = ""  # default: the model file's stem
     intra_op_threads: int = os.cpu_count() or 1  # the node's cores for onnxruntime and detection
     workers: int = 1  # serving processes sharing the port (services/edge/replicas.py); 2 on a 2-core board serves 25% more
     replica_report_seconds: float = 1.0  # how often each extra process sends its metrics to the main one
     max_message_bytes: int = 4 * 1024 * 1024
-    max_concurrent_streams: int = 64
+    max_concurrent_streams: int = 64  # per connection (HTTP/2)
+    max_streams: int = 256  # per serving process; more are refused with RESOURCE_EXHAUSTED
+    max_connection_frame_bytes: int = 16 * 1024 * 1024  # frames waiting or in work per connection; more are dropped
     drop_stale_frames: bool = True
     batch_across_streams: bool = True  # faces of concurrent requests share onnxruntime calls (dynamic batching)
     batch_max_faces: int = 64
@@ -43,9 +45,11 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     heartbeat_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("workers", "batch_concurrency", "intra_op_threads"):
+        for name in ("workers", "batch_concurrency", "intra_op_threads", "max_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"setting {name} must be at least 1, got {getattr(self, name)}")
+        if self.max_connection_frame_bytes < self.max_message_bytes:
+            raise ValueError("setting max_connection_frame_bytes must hold at least one frame of max_message_bytes")
 
     @property
     def process_cores(self) -> int:
