@@ -99,6 +99,20 @@ def test_a_killed_replica_comes_back_with_the_current_model(node) -> None:
     assert running.metrics.registry.get_sample_value("edgefer_replica_restarts_total") == 1
 
 
+def test_a_replica_started_again_after_a_swap_reports_serving_on_every_check(node) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    running, _, _ = node  # the fixture's swap made the node SERVING; no set_serving call was ever made
+    (old_pid,) = running.replicas.pids
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: running.replicas.pids != [old_pid] and running.replicas.ready)
+    statuses = []
+    for _ in range(24):  # fresh connections: the kernel spreads them over both processes
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            statuses.append(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+    assert statuses == [health_pb2.HealthCheckResponse.SERVING] * 24
+
+
 def test_node_metrics_add_replica_traffic_and_keep_the_main_process_model_state() -> None:
     main, replica = EdgeMetrics(), EdgeMetrics()
     main.frames_ok.inc(3)

@@ -65,7 +65,8 @@ def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> ServingNode:
         node: ServingNode = local
         exposed = metrics.registry
     else:
-        replicas = ReplicaSet(settings.for_replica(local.port), settings.workers - 1, local.holder, metrics)
+        replicas = ReplicaSet(settings.for_replica(local.port), settings.workers - 1, local.holder, lambda: local.serving,
+                              metrics)
         node = ReplicatedNode(local, replicas)
         exposed = node_registry(metrics.registry, replicas.snapshots)
     if settings.metrics_port:

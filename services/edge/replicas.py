@@ -21,6 +21,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -107,16 +108,19 @@ class _Replica:
 
 
 class ReplicaSet:
-    """`count` replica processes of one node, started with `settings` (the main process's port), kept
-    in step with `holder` (the main process's models) and `serving`; restarts count in `metrics`."""
+    """`count` replica processes of one node, started with `settings` (the main process's port), kept in
+    step with the main process's state: its models (`holder`) and its health (`serving()`). That state has
+    one owner, so a replica started again gets it whole, whatever changed it (a swap also sets SERVING);
+    restarts count in `metrics`."""
 
-    def __init__(self, settings: EdgeSettings, count: int, holder: ModelHolder, metrics: EdgeMetrics) -> None:
+    def __init__(self, settings: EdgeSettings, count: int, holder: ModelHolder, serving: Callable[[], bool],
+                 metrics: EdgeMetrics) -> None:
         self._settings = settings
         self._holder = holder
+        self._serving = serving
         self._metrics = metrics
         self._context = multiprocessing.get_context("spawn")  # forking a process that runs gRPC threads is unsafe
         self._lock = threading.Lock()  # one change at a time, and no restart in the middle of one
-        self._serving = False
         self._stopping = False
         self._snapshots: dict[int, Snapshot] = {}
         self._retired: list[Snapshot] = []
@@ -151,7 +155,6 @@ class ReplicaSet:
         self._broadcast(("rollback",))
 
     def set_serving(self, serving: bool) -> None:
-        self._serving = serving
         self._broadcast(("serving", serving))
 
     def stop(self, grace: float) -> None:
@@ -237,8 +240,7 @@ class ReplicaSet:
             catch_up: list[Command] = [
                 ("swap", model.data, model.version) for model in (self._holder.previous(), self._holder.current()) if model
             ]
-            if not self._serving:
-                catch_up.append(("serving", False))
+            catch_up.append(("serving", self._serving()))  # last: a swap sets SERVING in the replica
             self._replicas[index] = replica  # if it fails to come up, its watcher (this thread) starts it again
             try:
                 self._expect(replica, "ready")

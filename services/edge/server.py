@@ -158,9 +158,11 @@ class RunningServer:
     _inference: DirectInference | BatchedInference
     _cpu_pool: ThreadPoolExecutor
     _loop: _LoopThread
+    serving: bool = False  # the health status this process reports; with the holder's models, the node's whole state
 
     def set_serving(self, serving: bool) -> None:
         self._loop.call(_set_health(self.health, serving))
+        self.serving = serving
 
     def swap(self, model: LoadedModel) -> None:
         self.holder.swap(model)
