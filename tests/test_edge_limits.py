@@ -205,3 +205,48 @@ def test_every_labelled_series_exists_at_zero_on_a_fresh_node() -> None:
     assert sample("edgefer_errors_total", {"code": "RESOURCE_EXHAUSTED"}) == 0
     assert sample("edgefer_frames_total", {"status": "dropped"}) == 0
     assert sample("edgefer_model_sync_failures_total", {"reason": "signature"}) == 0
+
+
+def test_cancelled_streams_leave_nothing_held() -> None:
+    running = start_server(EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1))
+    running.swap(load_model_file(MODEL, threads=1, version="v1"))
+    pixels = bytes(640 * 480 * 3)
+
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=[("grpc.max_send_message_length", 4 * MiB)]) as channel:
+            stub = edge_pb2_grpc.EdgeFerStub(channel)
+
+            async def cancelled_camera() -> None:
+                call = stub.StreamClassify(_frames(1000, pixels))
+                async for _ in call:
+                    call.cancel()  # mid-stream, with frames still arriving
+                    return
+
+            await asyncio.gather(*(cancelled_camera() for _ in range(40)), return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+        servicer_budget = running.servicer.budget
+        deadline = time.monotonic() + 10
+        while (servicer_budget.held or running.metrics.active_streams._value.get()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert servicer_budget.held == {} and running.metrics.active_streams._value.get() == 0
+        assert running.servicer.streams == 0
+    finally:
+        running.stop(0)
+
+
+def test_a_connection_that_never_handshakes_is_closed() -> None:
+    import socket
+
+    running = start_server(EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1,
+                                        handshake_timeout_seconds=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", running.port)) as raw:
+            raw.settimeout(15)
+            started = time.monotonic()
+            while raw.recv(1024):  # the server's HTTP/2 settings, then the close
+                pass
+            assert time.monotonic() - started < 5
+    finally:
+        running.stop(0)

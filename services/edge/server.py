@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,15 +84,16 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
         tracker, detector = FaceTracker(), self.pipeline.stream_detector()
         try:
             source = latest_frames(request_iterator, self.budget, context.peer()) if self.drop_stale else one_by_one(request_iterator)
-            async for item in source:
-                if context.done():  # cancelled or past its deadline: stop working for nobody
-                    return
-                for sequence in item.dropped:
-                    self.metrics.dropped.inc()
-                    self.metrics.frames.labels("dropped").inc()
-                    yield edge_pb2.FrameResult(sequence=sequence, status=edge_pb2.FRAME_STATUS_DROPPED)
-                if item.frame is not None:
-                    yield await self._stream_frame(item.frame, tracker, detector, context)
+            async with aclosing(source):  # a cancelled stream releases its reader and its frames now, not at GC
+                async for item in source:
+                    if context.done():  # cancelled or past its deadline: stop working for nobody
+                        return
+                    for sequence in item.dropped:
+                        self.metrics.dropped.inc()
+                        self.metrics.frames.labels("dropped").inc()
+                        yield edge_pb2.FrameResult(sequence=sequence, status=edge_pb2.FRAME_STATUS_DROPPED)
+                    if item.frame is not None:
+                        yield await self._stream_frame(item.frame, tracker, detector, context)
         finally:
             self.streams -= 1
             self.metrics.active_streams.dec()
@@ -154,6 +156,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     holder: ModelHolder
     metrics: EdgeMetrics
+    servicer: EdgeFerServicer
     _server: grpc.aio.Server
     _inference: DirectInference | BatchedInference
     _cpu_pool: ThreadPoolExecutor
@@ -230,9 +233,11 @@ async def _start(settings: EdgeSettings, metrics: EdgeMetrics, loop: _LoopThread
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         ("grpc.so_reuseport", int(settings.workers > 1)),  # a node's serving processes share its port, nobody else
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_seconds * 1000)),  # idle raw TCP: closed
     ]
     server = grpc.aio.server(options=options)
-    edge_pb2_grpc.add_EdgeFerServicer_to_server(EdgeFerServicer(holder, pipeline, metrics, settings), server)
+    servicer = EdgeFerServicer(holder, pipeline, metrics, settings)
+    edge_pb2_grpc.add_EdgeFerServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -241,4 +246,4 @@ async def _start(settings: EdgeSettings, metrics: EdgeMetrics, loop: _LoopThread
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     await _set_health(health_servicer, serving=False)
-    return RunningServer(port, health_servicer, holder, metrics, server, inference, cpu_pool, loop)
+    return RunningServer(port, health_servicer, holder, metrics, servicer, server, inference, cpu_pool, loop)

@@ -33,6 +33,7 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     detect_width: int = 320
     redetect_every: int = 8  # streams: whole-frame detection every N frames, near known faces in between (1: always)
     grace_seconds: float = 5.0
+    handshake_timeout_seconds: float = 10.0  # a connection that has not completed its handshake by then is closed
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set for mutual TLS
