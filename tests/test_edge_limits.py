@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edgefer.localfleet.process_memory import memory_kib
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from services.edge.metrics import EdgeMetrics
 from services.edge.model_holder import load_model_file
@@ -31,12 +32,6 @@ from tests.hostile_images import jpeg_claiming, png_bomb
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "ean-pruned.onnx"
 MiB = 1024 * 1024
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS (now) and VmHWM (peak so far) of a process, in KiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM")}
 
 
 @pytest.fixture
