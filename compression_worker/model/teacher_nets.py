@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from compression_worker.model.ean import ConvBNAct, PixelNormalize
+from compression_worker.model.ean import ConvBNAct, PixelNormalize, init_weights
 from edgefer.labels import NUM_CLASSES
 
 
@@ -114,12 +114,7 @@ class FaceVGG(nn.Module):
 
 
 def _init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_weights(model)
     for m in model.modules():  # zero-init the last BatchNorm of each residual branch (Goyal et al. 2017)
         if isinstance(m, BasicBlock):
             nn.init.zeros_(m.conv2[1].weight)
