@@ -4,8 +4,9 @@ A reader task takes frames off the wire as fast as they come, so they never queu
 one frame per stream waits while the previous one is processed: when a newer one arrives, the waiting
 one is dropped at once and only its sequence number is kept (to answer it DROPPED, in order). Every
 frame held, waiting or in work, counts against its connection's byte budget; a frame that does not fit
-is dropped on arrival. So a stream holds at most two frames, and a connection at most its budget,
-however fast its cameras send.
+is dropped on arrival, and the stream then reads nothing more until its connection has room again, so
+HTTP/2 flow control holds the sender back instead of the node reading (and discarding) at wire speed.
+So a stream holds at most two frames, and a connection at most its budget, however fast its cameras send.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from edgefer.v1 import edge_pb2
 
 @dataclass
 class ConnectionBudget:
-    """Bytes of frames each connection (gRPC peer) has waiting or in work, against one limit per connection."""
+    """Bytes of frames each connection (gRPC peer) has waiting or in work, against one limit per connection.
+    Used from the server's event loop only."""
 
     limit: int
     held: dict[str, int] = field(default_factory=dict)
+    _freed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def take(self, peer: str, size: int) -> bool:
         used = self.held.get(peer, 0)
@@ -39,6 +42,13 @@ class ConnectionBudget:
             self.held[peer] = left
         else:
             self.held.pop(peer, None)  # no entry outlives a connection's last frame
+        self._freed.set()  # wakes every stream waiting for room, then a fresh event for the next wait
+        self._freed = asyncio.Event()
+
+    async def room(self, peer: str, size: int) -> None:
+        """Until `size` more bytes would fit in the connection's budget, or it holds nothing at all."""
+        while 0 < self.held.get(peer, 0) and self.held.get(peer, 0) + size > self.limit:
+            await self._freed.wait()
 
 
 @dataclass(frozen=True)
@@ -73,9 +83,11 @@ async def latest_frames(requests: AsyncIterator[edge_pb2.Frame], budget: Connect
                     waiting = None
                 if budget.take(peer, size):
                     waiting = (frame, size)
-                else:
-                    dropped.append(frame.sequence)
+                    arrived.set()
+                    continue
+                dropped.append(frame.sequence)
                 arrived.set()
+                await budget.room(peer, size)  # read on only when the connection has room: backpressure
         except grpc.RpcError:  # the client went away or cancelled: end the stream
             pass
         finally:
