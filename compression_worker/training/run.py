@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from torch import nn
 
 from compression_worker.model.ean import count_parameters

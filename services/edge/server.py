@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from contextlib import aclosing
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
