@@ -117,3 +117,17 @@ def test_cli_names_missing_key_unknown_version_and_unreachable_redis(redis_serve
     assert "version 7 is not in the registry" in capsys.readouterr().err
     assert registry_cli(["--redis-url", "redis://127.0.0.1:1/0", "versions"]) == 2
     assert "registry unreachable" in capsys.readouterr().err
+
+
+def test_cli_names_and_replaces_an_unreadable_desired_record(redis_server, signing_keys, capsys) -> None:
+    base = ["--redis-url", redis_server.url, "--fleet", "broken"]
+    assert registry_cli([*base, "--signing-key", str(signing_keys[0]), "publish", str(BASELINE_ONNX), "--promote"]) == 0
+    registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), "broken")
+    registry.client.set(registry.keys.desired, "{not json")
+    capsys.readouterr()
+    assert registry_cli([*base, "desired"]) == 2
+    assert "unreadable desired record" in capsys.readouterr().err  # a message, not a traceback
+    assert registry_cli([*base, "promote", "1"]) == 2
+    assert "`promote VERSION --force` replaces it" in capsys.readouterr().err
+    assert registry_cli([*base, "promote", "1", "--force"]) == 0
+    assert registry.desired().version == 1

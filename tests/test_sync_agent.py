@@ -154,3 +154,20 @@ def test_verified_models_are_cached_and_a_tampered_cache_is_not_served(fleet, si
     assert manifest.version == version and blob == BASELINE_ONNX.read_bytes()
     (tmp_path / "n1" / f"{version}.onnx").write_bytes(blob[:-10])
     assert cache.load_current(verifier) is None
+
+
+def test_a_garbage_desired_record_does_not_stop_a_node_following_the_registry(fleet) -> None:
+    registry, signer, start_node = fleet
+    first = registry.publish(BASELINE_ONNX.read_bytes(), "baseline", EXPECTED_INPUT, {}, signer, promote=True)
+    node, agent = start_node("node-g")
+    assert wait_for(lambda: serving(node) == str(first.version))
+    registry.client.set(registry.keys.desired, "{not json")
+    agent.poke()
+    assert wait_for(lambda: node.metrics.registry.get_sample_value(
+        "edgefer_model_sync_failures_total", {"reason": "error"}) >= 1)
+    assert agent._thread.is_alive() and serving(node) == str(first.version)  # still serving, still syncing
+    second = registry.publish(linear_onnx(), "linear", EXPECTED_INPUT, {}, signer)
+    # A record written by a later release, with a field this one does not know: followed, not fatal.
+    registry.client.set(registry.keys.desired, f'{{"version": {second.version}, "revision": 9, "rollout": {{"step": 2}}}}')
+    agent.poke()
+    assert wait_for(lambda: serving(node) == str(second.version), 20)

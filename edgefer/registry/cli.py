@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, settings: RegistryCliSettings) -> int:
     elif args.command == "desired":
         _print_desired(registry.desired())
     elif args.command == "promote":
-        _print_desired(registry.promote(args.version))
+        _print_desired(registry.promote(args.version, force=args.force))
     elif args.command == "canary":
         _print_desired(registry.set_canary(args.version, args.nodes, args.percent))
     elif args.command == "rollback":
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("desired", help="show the desired record")
     p = sub.add_parser("promote", help="serve a version on every node")
     p.add_argument("version", type=int)
+    p.add_argument("--force", action="store_true", help="replace a desired record that cannot be read")
     p = sub.add_parser("canary", help="serve a version on some nodes only")
     p.add_argument("version", type=int)
     p.add_argument("--nodes", type=lambda s: [n for n in s.split(",") if n], default=[], help="comma-separated node ids")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+
+
+class DesiredRecordError(ValueError):
+    """A desired record that cannot be read; the message says what is wrong with it."""
 
 
 def node_bucket(node_id: str) -> float:
@@ -40,7 +44,22 @@ class DesiredRecord:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DesiredRecord:
-        data = json.loads(raw)
-        canary = Canary(**data.pop("canary")) if data.get("canary") else None
-        data.pop("canary", None)
-        return cls(canary=canary, **data)
+        """Fields a later release adds are ignored (older nodes keep following); a record that is not
+        JSON, lacks its version or has a field of the wrong type is a DesiredRecordError."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            known = {f.name for f in fields(cls)} - {"canary"}
+            canary_data = data.get("canary")
+            canary = None
+            if canary_data:
+                canary = Canary(**{k: v for k, v in canary_data.items() if k in {f.name for f in fields(Canary)}})
+            record = cls(canary=canary, **{k: v for k, v in data.items() if k in known})
+            if not isinstance(record.version, int) or isinstance(record.version, bool):
+                raise TypeError(f"version {record.version!r} is not a number")
+            if canary is not None and not isinstance(canary.version, int):
+                raise TypeError(f"canary version {canary.version!r} is not a number")
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise DesiredRecordError(f"unreadable desired record ({exc})") from exc
+        return record

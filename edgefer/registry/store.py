@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from edgefer.registry.desired import Canary, DesiredRecord
+from edgefer.registry.desired import Canary, DesiredRecord, DesiredRecordError
 from edgefer.registry.keys import FleetKeys
 from edgefer.registry.manifest import Manifest, ManifestError, new_manifest
 from edgefer.registry.signing import ManifestSigner
@@ -111,8 +111,8 @@ class ModelRegistry:
         raw = self.client.get(self.keys.desired)
         return DesiredRecord.from_json(raw) if raw is not None else None
 
-    def promote(self, version: int) -> DesiredRecord:
-        """Serve `version` on every node (ends any canary)."""
+    def promote(self, version: int, force: bool = False) -> DesiredRecord:
+        """Serve `version` on every node (ends any canary); `force` replaces a desired record that cannot be read."""
         self._require(version)
 
         def change(old: DesiredRecord | None) -> DesiredRecord:
@@ -120,7 +120,7 @@ class ModelRegistry:
                 return DesiredRecord(version)
             return DesiredRecord(version, None, old.version if old.version != version else old.previous)
 
-        return self._update(change)
+        return self._update(change, force)
 
     def set_canary(self, version: int, nodes: list[str], percent: float) -> DesiredRecord:
         """Serve `version` on the named nodes and/or a stable share of nodes; the rest keep the desired version."""
@@ -147,10 +147,15 @@ class ModelRegistry:
         if not self.client.exists(self.keys.manifest(version)):
             raise RegistryError(f"version {version} is not in the registry")
 
-    def _update(self, change) -> DesiredRecord:
+    def _update(self, change, force: bool = False) -> DesiredRecord:
         def transaction(pipe: redis.client.Pipeline) -> DesiredRecord:
             raw = pipe.get(self.keys.desired)
-            old = DesiredRecord.from_json(raw) if raw is not None else None
+            try:
+                old = DesiredRecord.from_json(raw) if raw is not None else None
+            except DesiredRecordError as exc:
+                if not force:
+                    raise RegistryError(f"{exc}; `promote VERSION --force` replaces it") from exc
+                old = None
             new = change(old)
             record = DesiredRecord(new.version, new.canary, new.previous, (old.revision if old else 0) + 1, utc_now_iso())
             pipe.multi()

@@ -100,6 +100,12 @@ class SyncAgent:
                 delay = self._backoff.next_delay()
                 log.warning("registry unreachable (%s); retrying in %.1fs, still serving", exc, delay)
                 self._stop.wait(delay)
+            except Exception as exc:  # noqa: BLE001 - a bad record or a bug must not end the node's sync for good
+                self.node.metrics.sync_failures.labels("error").inc()
+                self._error = (f"sync failed: {exc}", None)
+                delay = self._backoff.next_delay()
+                log.exception("sync failed; retrying in %.1fs, still serving", delay)
+                self._stop.wait(delay)
 
     def _session(self) -> None:
         pubsub = self.registry.client.pubsub()
