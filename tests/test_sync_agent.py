@@ -171,3 +171,34 @@ def test_a_garbage_desired_record_does_not_stop_a_node_following_the_registry(fl
     registry.client.set(registry.keys.desired, f'{{"version": {second.version}, "revision": 9, "rollout": {{"step": 2}}}}')
     agent.poke()
     assert wait_for(lambda: serving(node) == str(second.version), 20)
+
+
+def test_a_manifest_copied_under_another_version_is_refused(fleet) -> None:
+    registry, signer, start_node = fleet
+    first = registry.publish(BASELINE_ONNX.read_bytes(), "baseline", EXPECTED_INPUT, {}, signer, promote=True)
+    node, agent = start_node("node-c")
+    assert wait_for(lambda: serving(node) == str(first.version))
+    replay = first.version + 6  # COPY model:1:* model:7:*, then promote 7: v1's bytes must not be served as "7"
+    registry.client.copy(registry.keys.manifest(first.version), registry.keys.manifest(replay))
+    registry.client.copy(registry.keys.blob(first.version), registry.keys.blob(replay))
+    registry.promote(replay)
+    assert wait_for(lambda: node.metrics.registry.get_sample_value(
+        "edgefer_model_sync_failures_total", {"reason": "identity"}) == 1)
+    assert serving(node) == str(first.version)
+    assert "signed for version 1" in agent._refused[replay]
+
+
+def test_a_blob_of_another_size_is_refused_before_it_is_downloaded(fleet) -> None:
+    registry, signer, start_node = fleet
+    first = registry.publish(BASELINE_ONNX.read_bytes(), "baseline", EXPECTED_INPUT, {}, signer, promote=True)
+    second = registry.publish(linear_onnx(), "linear", EXPECTED_INPUT, {}, signer)
+    node, _ = start_node("node-s")
+    assert wait_for(lambda: serving(node) == str(first.version))
+    registry.client.set(registry.keys.blob(second.version), bytes(32 * 1024 * 1024))  # swapped for 32 MiB of zeros
+    sent_before = int(registry.client.info("stats")["total_net_output_bytes"])
+    registry.promote(second.version)
+    assert wait_for(lambda: node.metrics.registry.get_sample_value(
+        "edgefer_model_sync_failures_total", {"reason": "integrity"}) == 1)
+    sent = int(registry.client.info("stats")["total_net_output_bytes"]) - sent_before
+    assert sent < 1024 * 1024, f"redis sent {sent:,} bytes: the blob was downloaded"
+    assert serving(node) == str(first.version)

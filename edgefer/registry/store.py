@@ -98,6 +98,10 @@ class ModelRegistry:
     def blob(self, version: int) -> bytes | None:
         return self.client.get(self.keys.blob(version))
 
+    def blob_size(self, version: int) -> int:
+        """Length of a version's stored bytes, read without them (0 when absent)."""
+        return int(self.client.strlen(self.keys.blob(version)))
+
     def fetch(self, version: int) -> tuple[Manifest, bytes]:
         """Manifest and bytes of one version, read in one round trip."""
         raw, blob = self.client.mget([self.keys.manifest(version), self.keys.blob(version)])

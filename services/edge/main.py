@@ -50,7 +50,8 @@ def start_sync_agent(node: ServingNode, settings: EdgeSettings) -> SyncAgent:
         ManifestVerifier(settings.registry_public_key),
         node,
         ModelCache(settings.model_cache_dir),
-        SyncConfig(settings.node_id, settings.sync_poll_seconds, settings.heartbeat_seconds, threads=settings.session_threads),
+        SyncConfig(settings.node_id, settings.sync_poll_seconds, settings.heartbeat_seconds, threads=settings.session_threads,
+                   max_model_bytes=settings.max_model_bytes),
     )
     if not agent.serve_cached() and settings.model_path.exists():
         reload_model(node, settings)  # a first boot with no cache: serve the image's model until the registry answers

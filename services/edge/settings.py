@@ -44,6 +44,7 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     model_cache_dir: Path = Path("model-cache")
     sync_poll_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
+    max_model_bytes: int = 64 * 1024 * 1024  # registry versions larger than this are refused before download
 
     def __post_init__(self) -> None:
         for name in ("workers", "batch_concurrency", "intra_op_threads", "max_streams"):

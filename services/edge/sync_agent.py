@@ -44,6 +44,7 @@ class SyncConfig:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     threads: int = 1  # onnxruntime threads of the sessions it loads
+    max_model_bytes: int = 64 * 1024 * 1024  # a larger blob is refused before a byte of it is read
 
 
 class SyncAgent:
@@ -165,14 +166,28 @@ class SyncAgent:
         log.info("serving version %d (sha256 %s)", target, manifest.sha256[:12])
 
     def _fetch_verified(self, target: int) -> tuple[Manifest, bytes, LoadedModel]:
+        """The manifest first (signature, identity, input, size), the blob's length next, its bytes last: a
+        manifest stored under another version's key, or a blob of another size, is refused before download."""
         stage = "missing"
         try:
-            manifest, blob = self.registry.fetch(target)
+            manifest = self.registry.manifest(target)
+            if manifest is None:
+                raise ManifestError(f"version {target} is not in the registry")
             stage = "signature"
             self.verifier.verify(manifest)
+            stage = "identity"
+            if manifest.version != target:
+                raise ManifestError(f"the manifest stored as version {target} is signed for version {manifest.version}")
             stage = "input"
             manifest.check_input()
             stage = "integrity"
+            if manifest.size > self.config.max_model_bytes:
+                raise ManifestError(f"version {target}: {manifest.size:,} bytes exceed the node's limit of "
+                                    f"{self.config.max_model_bytes:,}")
+            stored = self.registry.blob_size(target)
+            if stored != manifest.size:
+                raise ManifestError(f"version {target}: stored blob is {stored:,} bytes, the manifest says {manifest.size:,}")
+            blob = self.registry.blob(target) or b""
             manifest.check_blob(blob)
             stage = "load"
             return manifest, blob, load_model(blob, str(target), self.config.threads)
