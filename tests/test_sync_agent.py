@@ -6,6 +6,7 @@ reported in the node's status record and metrics; rollback is instant; a canary 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def test_a_manifest_copied_under_another_version_is_refused(fleet) -> None:
     assert wait_for(lambda: node.metrics.registry.get_sample_value(
         "edgefer_model_sync_failures_total", {"reason": "identity"}) == 1)
     assert serving(node) == str(first.version)
-    assert "signed for version 1" in agent._refused[replay]
+    assert wait_for(lambda: "signed for version 1" in (registry.node_statuses()[1]["node-c"].last_error or ""))
 
 
 def test_a_blob_of_another_size_is_refused_before_it_is_downloaded(fleet) -> None:
@@ -202,3 +203,31 @@ def test_a_blob_of_another_size_is_refused_before_it_is_downloaded(fleet) -> Non
     sent = int(registry.client.info("stats")["total_net_output_bytes"]) - sent_before
     assert sent < 1024 * 1024, f"redis sent {sent:,} bytes: the blob was downloaded"
     assert serving(node) == str(first.version)
+
+
+def test_a_refused_version_is_tried_again_when_the_record_is_written_again_and_missing_is_never_remembered(fleet) -> None:
+    registry, signer, start_node = fleet
+    first = registry.publish(BASELINE_ONNX.read_bytes(), "baseline", EXPECTED_INPUT, {}, signer, promote=True)
+    node, agent = start_node("node-r")
+    assert wait_for(lambda: serving(node) == str(first.version))
+    good = linear_onnx()
+    second = registry.publish(good, "linear", EXPECTED_INPUT, {}, signer)
+    registry.client.set(registry.keys.blob(second.version), b"x" * len(good))  # damaged in storage
+    registry.promote(second.version)
+    assert wait_for(lambda: node.metrics.registry.get_sample_value(
+        "edgefer_model_sync_failures_total", {"reason": "integrity"}) == 1)
+    registry.client.set(registry.keys.blob(second.version), good)  # the operator repairs it ...
+    agent.poke()
+    time.sleep(1.0)
+    assert serving(node) == str(first.version)  # ... nothing changes under the same record ...
+    registry.promote(second.version)  # ... until the record is written again
+    assert wait_for(lambda: serving(node) == str(second.version))
+    # The desired record names a version that is not written yet: looked for again, and served once it is.
+    registry.client.set(registry.keys.desired, json.dumps({"version": second.version + 1, "revision": 99}))
+    agent.poke()
+    assert wait_for(lambda: node.metrics.registry.get_sample_value(
+        "edgefer_model_sync_failures_total", {"reason": "missing"}) >= 1)
+    third = registry.publish(BASELINE_ONNX.read_bytes(), "again", EXPECTED_INPUT, {}, signer)
+    assert third.version == second.version + 1
+    agent.poke()
+    assert wait_for(lambda: serving(node) == str(third.version), 20)

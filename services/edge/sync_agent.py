@@ -57,7 +57,7 @@ class SyncAgent:
         self.cache = cache
         self.config = config
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
-        self._refused: dict[int, str] = {}
+        self._refused: dict[int, int] = {}  # version -> revision of the desired record under which it was refused
         self._error: tuple[str, int | None] | None = None
         self._started = time.time()
         self._last_report = 0.0
@@ -134,15 +134,18 @@ class SyncAgent:
     def reconcile(self) -> None:
         desired = self.registry.desired()
         if desired is not None:
-            self._converge(desired.target_for(self.config.node_id))
+            self._converge(desired.target_for(self.config.node_id), desired.revision)
         self._report()
 
-    def _converge(self, target: int) -> None:
+    def _converge(self, target: int, revision: int) -> None:
+        """Serve `target`. A refusal is remembered for the desired record's revision only: any new write of
+        the record (promote again after repairing a blob) retries it, and a version not in the registry yet
+        ("missing") is looked for again at every reconcile."""
         current, previous = self.node.holder.current(), self.node.holder.previous()
         if current is not None and current.version == str(target):
             self._error = None
             return
-        if target in self._refused:
+        if self._refused.get(target) == revision:
             return
         if previous is not None and previous.version == str(target):
             self.node.rollback()
@@ -154,7 +157,8 @@ class SyncAgent:
         try:
             manifest, blob, model = self._fetch_verified(target)
         except VersionRefused as exc:
-            self._refused[target] = str(exc)
+            if exc.reason != "missing":
+                self._refused[target] = revision
             self._error = (str(exc), target)
             self.node.metrics.sync_failures.labels(exc.reason).inc()
             log.error("version %d refused, still serving %s: %s", target, current.version if current else "nothing", exc)
