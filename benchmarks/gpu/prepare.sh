@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Run HERE before a lent-GPU call: puts what the device machine lacks into .gpu/ (ignored by git, named in
+# Run HERE before a lent-GPU call: puts what the device machine lacks into .gpu/ (in .gitignore, named in
 # `carry`): FER2013's training faces re-packed losslessly (np.savez_compressed: 60 MiB, under the 64 MiB that
 # travels) and the torch-pruning wheel (the device image has torch but not torch-pruning).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/fer2013}
 mkdir -p .gpu/wheels
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 .venv/bin/python - "$DATA/train.npz" <<'PY'
 import sys
 import numpy as np
