@@ -84,9 +84,9 @@ def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Pat
         save_model(teacher, folder / "model.pt")
         metrics = model_metrics(teacher, splits, device, {"round": 0, "teacher": "trained on hard labels"})
     else:
-        if len(cfg.teachers) == 1 and cfg.teachers[0].suffix != ".onnx" and isinstance(net := load_network(cfg.teachers[0]), EAN):
-            save_model(net, folder / "model.pt")
         given = load_teachers(cfg.teachers, device, cfg.mirror_soft_labels)
+        if isinstance(given, TorchTeacher) and isinstance(given.model, EAN):  # one EAN: its weights can transfer
+            save_model(given.model, folder / "model.pt")
         metrics = {"round": 0, "teacher": given.name, **_teacher_accuracy(given, splits, device)}
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
