@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
-from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, refine, save_cached, teacher_soft_labels
+from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_labels, refine, save_cached
 from compression_worker.distill.teachers import EnsembleTeacher, Teacher, TorchTeacher, load_teachers, teacher_report
 from compression_worker.model.ean import EAN, PRESETS
 from compression_worker.provenance import git_commit
@@ -127,10 +127,7 @@ def initial_student(previous: EAN | None, cfg: ITSConfig, seed: int) -> tuple[EA
 def _cached_criterion(k: int, cfg: ITSConfig, teacher: Teacher, splits: DataSplits, folder: Path, device: torch.device,
                       previous: np.ndarray | None, optim: OptimConfig) -> tuple[Criterion, np.ndarray]:
     spec = SoftLabelSpec(cfg.temperature, cfg.mirror_soft_labels)
-    soft = load_cached(folder / "soft_labels.npz", splits.train.x, spec)
-    if soft is None:
-        soft = teacher_soft_labels(teacher, splits.train.x, spec, device)
-        save_cached(folder / "soft_labels.npz", soft, splits.train.x, spec)
+    soft = cached_soft_labels(folder / "soft_labels.npz", teacher, splits.train.x, spec, device)
     refined = refine(previous, soft, cfg.refine, k)
     save_cached(folder / "refined_labels.npz", refined, splits.train.x, spec)
     criterion = kd_criterion(torch.from_numpy(refined).to(device), cfg.alpha, cfg.temperature, optim.label_smoothing)

@@ -26,6 +26,11 @@ def kd_loss(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     hard = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
+    return weighted(hard, student_logits, soft, alpha, temperature)
+
+
+def weighted(hard: torch.Tensor, student_logits: torch.Tensor, soft: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
+    """(1 - alpha) * the hard-label loss + alpha * the soft term: the one weighting of every mode."""
     return (1.0 - alpha) * hard + alpha * soft_term(student_logits, soft, temperature)
 
 
@@ -37,8 +42,7 @@ def soft_term(student_logits: torch.Tensor, soft: torch.Tensor, temperature: flo
 
 def _combine(logits: torch.Tensor, batch: Batch, soft: torch.Tensor, alpha: float, temperature: float,
              label_smoothing: float) -> torch.Tensor:
-    soft_part = alpha * soft_term(logits, soft, temperature)
-    return soft_part if alpha == 1.0 else (1.0 - alpha) * batch_cross_entropy(logits, batch, label_smoothing) + soft_part
+    return weighted(batch_cross_entropy(logits, batch, label_smoothing), logits, soft, alpha, temperature)
 
 
 def kd_criterion(soft_labels: torch.Tensor, alpha: float, temperature: float, label_smoothing: float = 0.0) -> Criterion:

@@ -69,3 +69,12 @@ def refine(previous: np.ndarray | None, new: np.ndarray, mode: str, round_index:
         weight = 1.0 / round_index
         return ((1.0 - weight) * previous + weight * new).astype(np.float32)
     raise ValueError(f"unknown soft-label refinement {mode!r}; use latest or average")
+
+
+def cached_soft_labels(path: Path, teacher: Teacher, x: np.ndarray, spec: SoftLabelSpec, device: torch.device) -> np.ndarray:
+    """The soft labels cached at `path` for these faces and settings, computed and cached when there are none."""
+    soft = load_cached(path, x, spec)
+    if soft is None:
+        soft = teacher_soft_labels(teacher, x, spec, device)
+        save_cached(path, soft, x, spec)
+    return soft

@@ -17,7 +17,7 @@ import torch
 
 from compression_worker.distill.its import MODES
 from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
-from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, save_cached, teacher_soft_labels
+from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_labels
 from compression_worker.distill.teachers import Teacher, TorchTeacher, load_teachers
 from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
@@ -133,10 +133,7 @@ def _cached_criterion(teacher: Teacher, teacher_paths: list[Path], cfg: PruneCon
     """Soft labels computed once (cached, keyed by the teacher files' sha256) and read by face index."""
     key = ",".join(data_sha256(p) for p in teacher_paths)
     spec = SoftLabelSpec(cfg.temperature, mirror_average=True, teacher_sha256=key)
-    soft = load_cached(workdir / "soft_labels.npz", splits.train.x, spec)
-    if soft is None:
-        soft = teacher_soft_labels(teacher, splits.train.x, spec, device)
-        save_cached(workdir / "soft_labels.npz", soft, splits.train.x, spec)
+    soft = cached_soft_labels(workdir / "soft_labels.npz", teacher, splits.train.x, spec, device)
     return kd_criterion(torch.from_numpy(soft).to(device), cfg.alpha, cfg.temperature, optim.label_smoothing)
 
 

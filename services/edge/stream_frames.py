@@ -1,6 +1,6 @@
 """A stream's incoming frames with bounded memory: the newest frame wins, and each connection has a byte budget.
 
-A reader task takes frames off the wire as fast as they come, so they never queue inside gRPC. At most
+A reader task takes frames off the wire as they come, while its connection has budget. At most
 one frame per stream waits while the previous one is processed: when a newer one arrives, the waiting
 one is dropped at once and only its sequence number is kept (to answer it DROPPED, in order). Every
 frame held, waiting or in work, counts against its connection's byte budget; a frame that does not fit
