@@ -61,11 +61,12 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "worker.pem", folder / "worker.pub"
 
 
-def linear_onnx(height: int = 48, width: int = 48) -> bytes:
-    """A tiny valid classifier graph (pooled pixels -> 7 logits) with an input of the given size."""
+def linear_onnx(height: int = 48, width: int = 48, scale: float = 0.01) -> bytes:
+    """A tiny valid classifier graph (pooled pixels -> 7 logits) with an input of the given size; another
+    `scale` gives other bytes (distinct models for registry tests)."""
     from onnx import TensorProto, helper
 
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [1, 7], [0.01 * k for k in range(7)])
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [1, 7], [scale * k for k in range(7)])
     nodes = [
         helper.make_node("GlobalAveragePool", ["faces"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["flat"]),

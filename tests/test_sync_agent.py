@@ -14,7 +14,7 @@ import pytest
 
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT, new_manifest
-from edgefer.registry.signing import ManifestSigner, ManifestVerifier, generate_keypair
+from edgefer.registry.signing import ManifestSigner, ManifestVerifier, TrustedKey, generate_keypair
 from edgefer.registry.store import ModelRegistry
 from services.edge.model_cache import ModelCache
 from services.edge.server import start_server
@@ -44,7 +44,7 @@ def fleet(redis_server, signing_keys, tmp_path: Path):
         node = start_server(EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1))
         config = SyncConfig(node_id, poll_interval_s=1.0, heartbeat_s=0.5)
         own_registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), FLEET)
-        agent = SyncAgent(own_registry, ManifestVerifier(signing_keys[1]), node, ModelCache(tmp_path / node_id), config)
+        agent = SyncAgent(own_registry, TrustedKey(signing_keys[1]), node, ModelCache(tmp_path / node_id), config)
         agent.start()
         started.append((node, agent))
         return node, agent
@@ -68,34 +68,40 @@ def publish_good(registry, signer, promote: bool = True) -> int:
     return registry.publish(BASELINE_ONNX.read_bytes(), "good", EXPECTED_INPUT, {}, signer, promote=promote).version
 
 
+def signed_here(signer, registry, blob: bytes, name: str, input_spec: dict = EXPECTED_INPUT):
+    """Version 50 of this fleet and registry epoch, signed by `signer`."""
+    return signer.sign(new_manifest(blob, 50, name, input_spec, {}, None, FLEET, registry.epoch()))
+
+
 def corrupt_blob(registry, signer, tmp_path):
-    blob = BASELINE_ONNX.read_bytes()
-    manifest = signer.sign(new_manifest(blob, 50, "corrupt", EXPECTED_INPUT, {}, None))
-    return manifest, blob[:1000] + bytes([blob[1000] ^ 0xFF]) + blob[1001:], "integrity", "sha256"
+    """Other bytes than the node serves (bytes it holds already are served without a download)."""
+    blob = linear_onnx()
+    manifest = signed_here(signer, registry, blob, "corrupt")
+    return manifest, blob[:100] + bytes([blob[100] ^ 0xFF]) + blob[101:], "integrity", "sha256"
 
 
 def foreign_signature(registry, signer, tmp_path):
     generate_keypair(tmp_path / "rogue.pem", tmp_path / "rogue.pub")
     blob = BASELINE_ONNX.read_bytes()
-    manifest = ManifestSigner(tmp_path / "rogue.pem").sign(new_manifest(blob, 50, "rogue", EXPECTED_INPUT, {}, None))
+    manifest = signed_here(ManifestSigner(tmp_path / "rogue.pem"), registry, blob, "rogue")
     return manifest, blob, "signature", "bad signature"
 
 
 def unsigned(registry, signer, tmp_path):
     blob = BASELINE_ONNX.read_bytes()
-    return new_manifest(blob, 50, "unsigned", EXPECTED_INPUT, {}, None), blob, "signature", "unsigned"
+    return new_manifest(blob, 50, "unsigned", EXPECTED_INPUT, {}, None, FLEET, registry.epoch()), blob, "signature", "unsigned"
 
 
 def wrong_input(registry, signer, tmp_path):
     blob = linear_onnx(64, 64)
     spec = {"name": "faces", "dtype": "float32", "shape": ["N", 1, 64, 64]}
-    return signer.sign(new_manifest(blob, 50, "wide", spec, {}, None)), blob, "input", "is not the expected"
+    return signed_here(signer, registry, blob, "wide", spec), blob, "input", "is not the expected"
 
 
 def lying_manifest(registry, signer, tmp_path):
     """Signed, claims the right input, but the graph takes 64x64: the load-time check catches it."""
     blob = linear_onnx(64, 64)
-    return signer.sign(new_manifest(blob, 50, "liar", EXPECTED_INPUT, {}, None)), blob, "load", "input must be"
+    return signed_here(signer, registry, blob, "liar"), blob, "load", "input must be"
 
 
 @pytest.mark.parametrize("make_bad", [corrupt_blob, foreign_signature, unsigned, wrong_input, lying_manifest])
@@ -153,7 +159,7 @@ def test_verified_models_are_cached_and_a_tampered_cache_is_not_served(fleet, si
     verifier = ManifestVerifier(signing_keys[1])
     manifest, blob = cache.load_current(verifier)
     assert manifest.version == version and blob == BASELINE_ONNX.read_bytes()
-    (tmp_path / "n1" / f"{version}.onnx").write_bytes(blob[:-10])
+    (tmp_path / "n1" / f"{manifest.sha256}.onnx").write_bytes(blob[:-10])  # files are named by content
     assert cache.load_current(verifier) is None
 
 

@@ -19,7 +19,7 @@ from compression_worker.service.jobs_cli import main as jobs_cli
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.service.worker import Worker
 from edgefer.registry.connection import RegistryAccess, connect
-from edgefer.registry.signing import ManifestVerifier
+from edgefer.registry.signing import TrustedKey
 from edgefer.registry.store import ModelRegistry
 from services.edge.model_cache import ModelCache
 from services.edge.server import start_server
@@ -61,7 +61,7 @@ def test_a_tiny_job_is_published_and_served_and_a_duplicate_publishes_nothing(re
 
     registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)))
     node = start_server(EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1))
-    agent = SyncAgent(registry, ManifestVerifier(signing_keys[1]), node, ModelCache(tmp_path / "cache"),
+    agent = SyncAgent(registry, TrustedKey(signing_keys[1]), node, ModelCache(tmp_path / "cache"),
                       SyncConfig("edge-1", poll_interval_s=1.0, heartbeat_s=0.5))
     agent.start()
     try:

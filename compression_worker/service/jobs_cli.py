@@ -20,7 +20,7 @@ from compression_worker.service.job_queue import JobQueue
 from compression_worker.service.job_status import ENDED, JobStatusStore
 from compression_worker.service.jobs import JobError, JobSpec
 from edgefer.env_settings import EnvSettings
-from edgefer.registry.connection import RegistryAccess, connect
+from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgefer-jobs: error: {exc}", file=sys.stderr)
         return 2
     except redis.RedisError as exc:
-        print(f"edgefer-jobs: error: registry unreachable ({exc})", file=sys.stderr)
+        print(f"edgefer-jobs: error: {describe_redis_error(exc)}", file=sys.stderr)
         return 2
     return 0
 

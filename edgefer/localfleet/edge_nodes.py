@@ -15,14 +15,20 @@ import grpc
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 
 
-def served_version(target: str, timeout_s: float = 1.0) -> str | None:
-    """The version the node at `target` answers with, or None while it has none (or is not up yet)."""
+def served_model(target: str, timeout_s: float = 1.0) -> tuple[str, str] | None:
+    """(version, sha256) of the model the node at `target` serves, or None while it has none (or is not up yet)."""
     with grpc.insecure_channel(target) as channel:
         try:
             info = edge_pb2_grpc.EdgeFerStub(channel).GetModelInfo(edge_pb2.GetModelInfoRequest(), timeout=timeout_s)
         except grpc.RpcError:
             return None
-    return info.version
+    return info.version, info.sha256
+
+
+def served_version(target: str, timeout_s: float = 1.0) -> str | None:
+    """The version the node at `target` answers with, or None while it has none (or is not up yet)."""
+    model = served_model(target, timeout_s)
+    return model[0] if model else None
 
 
 @dataclass
@@ -53,10 +59,15 @@ class EdgeNodeProcess:
     def served_version(self, timeout_s: float = 1.0) -> str | None:
         return served_version(self.target, timeout_s)
 
-    def wait_version(self, version: str, timeout_s: float = 20.0) -> bool:
+    def served_model(self, timeout_s: float = 1.0) -> tuple[str, str] | None:
+        return served_model(self.target, timeout_s)
+
+    def wait_version(self, version: str, timeout_s: float = 20.0, sha256: str | None = None) -> bool:
+        """Until the node serves `version` (and, when given, those bytes); False on timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.served_version() == version:
+            model = self.served_model()
+            if model is not None and model[0] == version and sha256 in (None, model[1]):
                 return True
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"edge node {self.node_id} exited with {self._process.returncode}")

@@ -19,11 +19,11 @@ import redis
 
 from edgefer.env_settings import EnvSettings
 from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
-from edgefer.registry.connection import RegistryAccess, connect
-from edgefer.registry.desired import DesiredRecord
+from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
+from edgefer.registry.desired import DesiredRecord, DesiredRecordError
 from edgefer.registry.manifest import EXPECTED_INPUT, Manifest, card_metrics
 from edgefer.registry.signing import KeyFileError, ManifestSigner, generate_keypair
-from edgefer.registry.status import fleet_converged, fleet_rows
+from edgefer.registry.status import fleet_converged
 from edgefer.registry.store import ModelRegistry, RegistryError
 
 
@@ -88,18 +88,37 @@ def _print_desired(desired: DesiredRecord | None) -> None:
 
 
 def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
-    seen, statuses = registry.node_statuses()
-    rows = fleet_rows(seen, statuses, registry.desired(), stale_after_s)
-    print(f"{'node':<24} {'serving':>8} {'target':>7} {'heartbeat':>10}  {'state':<10} last error")
+    """The fleet table; "converged" only when every live node serves its target's bytes (sha256)."""
+    try:
+        desired = registry.desired()
+    except DesiredRecordError as exc:
+        print(f"desired record: {exc}; `promote VERSION --force` replaces it")
+        desired = None
+    rows = registry.fleet_view(desired, stale_after_s)
+    epoch = registry.current_epoch()
+    print(f"{'node':<24} {'serving':>8} {'target':>7} {'sha256':<12} {'epoch':<8} {'heartbeat':>10}  {'state':<10} last error")
     now = time.time()
     for r in rows:
-        serving = r.status.version if r.status and r.status.version is not None else "-"
-        state = "stale" if r.stale else ("ok" if r.converged else "syncing")
-        error = r.status.last_error if r.status else ""
+        status = r.status
+        serving = status.version if status and status.version is not None else "-"
         target = str(r.target) if r.target is not None else "-"
-        print(f"{r.node_id:<24} {serving:>8} {target:>7} {now - r.last_seen:>9.1f}s  {state:<10} {error}")
+        node_epoch = status.epoch[:8] if status and status.epoch else "-"
+        if status and status.epoch and status.epoch != epoch:
+            node_epoch += "!"  # a version of a registry that has since lost its data
+        error = r.unreadable or (status.last_error if status else "")
+        sha = status.sha256[:12] if status and status.sha256 else "-"
+        print(f"{r.node_id:<24} {serving:>8} {target:>7} {sha:<12} {node_epoch:<8} {now - r.last_seen:>9.1f}s  "
+              f"{r.state:<10} {error}")
     converged = fleet_converged(rows)
-    print(f"{len(rows)} nodes, {sum(not r.stale for r in rows)} live, converged: {'yes' if converged else 'no'}")
+    print(f"{len(rows)} nodes, {sum(not r.stale for r in rows)} live, converged: {'yes' if converged else 'no'}"
+          f" (registry epoch {epoch[:8] or '-'})")
+    if registry.latest_version() is None:
+        print(f"the registry of fleet {registry.keys.fleet} holds no version: "
+              "`edgefer-registry publish MODEL.onnx --promote` stores and rolls out one")
+    elif desired is None:
+        print("no desired version: `edgefer-registry promote VERSION` rolls one out")
+    if not rows:
+        print("no node has reported to this fleet yet (nodes need the same --fleet and --redis-url)")
     return converged
 
 
@@ -119,6 +138,7 @@ def run(args: argparse.Namespace, settings: RegistryCliSettings) -> int:
             print(f"version {manifest.version} is now desired on fleet {settings.fleet}")
     elif args.command == "versions":
         _print_versions(registry.versions(), registry.desired())
+        print(f"registry epoch {registry.current_epoch() or '- (nothing published yet)'}")
     elif args.command == "desired":
         _print_desired(registry.desired())
     elif args.command == "promote":
@@ -174,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgefer-registry: error: {exc}", file=sys.stderr)
         return 2
     except redis.RedisError as exc:
-        print(f"edgefer-registry: error: registry unreachable ({exc})", file=sys.stderr)
+        print(f"edgefer-registry: error: {describe_redis_error(exc)}", file=sys.stderr)
         return 2
 
 

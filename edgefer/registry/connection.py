@@ -40,3 +40,21 @@ def connect(access: RegistryAccess) -> redis.Redis:
     elif access.redis_tls_ca or access.redis_tls_cert:
         raise ValueError(f"Redis TLS files are set but the URL {access.redis_url!r} is not rediss://")
     return redis.Redis.from_url(access.redis_url, **options)
+
+
+def describe_redis_error(exc: redis.RedisError) -> str:
+    """One readable line for an operator: what Redis said, never the command's arguments (model bytes)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if " caused error: " in text:  # a pipeline error quotes the whole command, blob included
+        text = text.split(" caused error: ", 1)[1]
+    text = text[:200]
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
+        return ("Redis is full (maxmemory reached, eviction off): nothing was stored; free memory by removing "
+                f"old versions or raise maxmemory ({text})")
+    if isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError)):
+        return f"Redis refused the login or the command ({text}): check --redis-username/--redis-password and the ACL"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return f"Redis is a read-only replica ({text}): point --redis-url at the primary to write"
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return f"Redis refused the request ({text})"
+    return f"registry unreachable ({text})"

@@ -15,6 +15,11 @@ class FleetKeys:
         return f"{self.prefix}:{self.fleet}"
 
     @property
+    def epoch(self) -> str:
+        """A random id made with the registry's first version: Redis that lost its data gets a new one."""
+        return f"{self._base}:epoch"
+
+    @property
     def version_counter(self) -> str:
         return f"{self._base}:version-counter"
 

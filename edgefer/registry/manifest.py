@@ -20,6 +20,8 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Manifest:
+    """What a version is: its signed identity (fleet, registry epoch, version) and its bytes (sha256, size)."""
+
     version: int
     name: str
     sha256: str
@@ -29,6 +31,8 @@ class Manifest:
     metrics: dict = field(default_factory=dict)
     created: str = ""
     parent: int | None = None
+    fleet: str = ""  # the fleet it was published to
+    epoch: str = ""  # the registry it was published in (a new epoch after Redis lost its data)
     key_id: str = ""
     signature: str = ""  # base64 Ed25519 over signed_bytes()
 
@@ -66,6 +70,16 @@ class Manifest:
         if digest != self.sha256:
             raise ManifestError(f"version {self.version}: blob sha256 {digest[:12]} does not match {self.sha256[:12]}")
 
+    def check_identity(self, fleet: str, version: int, epoch: str) -> None:
+        """The signed fleet, version and epoch must be where the manifest was read: a signed manifest copied
+        to another key, another fleet or restored into a registry that has since lost its data is refused."""
+        read_at = {"fleet": fleet, "version": version, "epoch": epoch}
+        signed = {"fleet": self.fleet, "version": self.version, "epoch": self.epoch}
+        for what in ("fleet", "version", "epoch"):
+            if signed[what] != read_at[what]:
+                raise ManifestError(f"the manifest stored as {fleet} version {version} is signed for {what} "
+                                    f"{signed[what] or '(none)'}, not {read_at[what] or '(none)'}")
+
     def check_input(self) -> None:
         """A node serves only graphs with the input every client and the crop pipeline rely on."""
         if self.input != EXPECTED_INPUT:
@@ -83,7 +97,9 @@ def card_metrics(card: dict) -> dict:
     return metrics
 
 
-def new_manifest(blob: bytes, version: int, name: str, input_spec: dict, metrics: dict, parent: int | None) -> Manifest:
+def new_manifest(
+    blob: bytes, version: int, name: str, input_spec: dict, metrics: dict, parent: int | None, fleet: str = "", epoch: str = ""
+) -> Manifest:
     return Manifest(
         version=version,
         name=name,
@@ -93,4 +109,6 @@ def new_manifest(blob: bytes, version: int, name: str, input_spec: dict, metrics
         metrics=metrics,
         created=utc_now_iso(),
         parent=parent,
+        fleet=fleet,
+        epoch=epoch,
     )

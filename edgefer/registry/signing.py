@@ -46,8 +46,9 @@ def _read(path: Path) -> bytes:
 
 class ManifestSigner:
     def __init__(self, private_key_path: Path) -> None:
+        pem = _read(private_key_path)
         try:
-            key = serialization.load_pem_private_key(_read(private_key_path), password=None)
+            key = serialization.load_pem_private_key(pem, password=None)
         except ValueError as exc:
             raise KeyFileError(f"{private_key_path}: not a PEM private key ({exc})") from exc
         if not isinstance(key, Ed25519PrivateKey):
@@ -62,8 +63,9 @@ class ManifestSigner:
 
 class ManifestVerifier:
     def __init__(self, public_key_path: Path) -> None:
+        pem = _read(public_key_path)
         try:
-            key = serialization.load_pem_public_key(_read(public_key_path))
+            key = serialization.load_pem_public_key(pem)
         except ValueError as exc:
             raise KeyFileError(f"{public_key_path}: not a PEM public key ({exc})") from exc
         if not isinstance(key, Ed25519PublicKey):
@@ -81,3 +83,24 @@ class ManifestVerifier:
             raise ManifestError(
                 f"version {manifest.version}: bad signature (signed by key {manifest.key_id or '?'}, node trusts {self.key_id})"
             ) from exc
+
+
+class TrustedKey:
+    """A node's public key file, read when first needed and tried again while it cannot be read: a node
+    whose key file is missing keeps serving its cache and follows the registry again once the file is back."""
+
+    def __init__(self, public_key_path: Path) -> None:
+        self.path = public_key_path
+        self._verifier: ManifestVerifier | None = None
+
+    def verifier(self) -> ManifestVerifier:
+        """Raises KeyFileError (naming the file) while the key cannot be read."""
+        if self._verifier is None:
+            self._verifier = ManifestVerifier(self.path)
+        return self._verifier
+
+    def verifier_or_none(self) -> ManifestVerifier | None:
+        try:
+            return self.verifier()
+        except KeyFileError:
+            return None

@@ -1,12 +1,21 @@
-"""Per-node status records and the fleet view built from them (who serves what, who is stale)."""
+"""Per-node status records and the fleet view built from them (who serves what, who is stale).
+
+Status records are advisory: any Redis writer can write one. The fleet view never trusts a record
+further than its own claim (it says "converged" only when the served sha256 is the target's), and a
+record it cannot read is shown as such.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from edgefer.registry.desired import DesiredRecord
+
+
+class NodeStatusError(ValueError):
+    """A node status record that cannot be read; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -14,6 +23,7 @@ class NodeStatus:
     node_id: str
     version: str | None  # the version being served (a registry version number, or a bootstrap file's name)
     sha256: str = ""
+    epoch: str = ""  # the registry epoch of the served version ("" for a bootstrap file)
     last_error: str = ""
     error_version: int | None = None  # the version the last error was about
     heartbeat: float = 0.0  # unix time the node wrote this
@@ -24,7 +34,18 @@ class NodeStatus:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> NodeStatus:
-        return cls(**json.loads(raw))
+        """Fields a later release adds are ignored; a record that is not a JSON object with a node id is refused."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            known = {f.name for f in fields(cls)}
+            status = cls(**{k: v for k, v in data.items() if k in known})
+            if not isinstance(status.node_id, str) or not isinstance(status.heartbeat, (int, float)):
+                raise TypeError("node_id or heartbeat of the wrong type")
+        except (ValueError, TypeError) as exc:
+            raise NodeStatusError(f"unreadable status record ({exc})") from exc
+        return status
 
 
 @dataclass(frozen=True)
@@ -33,23 +54,47 @@ class NodeRow:
     status: NodeStatus | None  # None once the record's TTL ran out
     last_seen: float
     target: int | None
+    target_sha256: str  # "" when the target's manifest is not in the registry
     stale: bool
+    unreadable: str = ""  # why the status record could not be read
 
     @property
     def converged(self) -> bool:
-        return self.status is not None and self.target is not None and self.status.version == str(self.target)
+        """Serving the target's number and its bytes: a number alone can name other bytes after data loss."""
+        return (self.status is not None and self.target is not None and self.status.version == str(self.target)
+                and bool(self.target_sha256) and self.status.sha256 == self.target_sha256)
+
+    @property
+    def state(self) -> str:
+        if self.unreadable:
+            return "unreadable"
+        if self.stale:
+            return "stale"
+        if self.converged:
+            return "ok"
+        if self.status is not None and self.status.version == str(self.target):
+            return "mismatch"  # the target's number with other bytes: a stale cache or a false record
+        return "syncing"
 
 
 def fleet_rows(
-    seen: dict[str, float], statuses: dict[str, NodeStatus | None], desired: DesiredRecord | None, stale_after_s: float
+    seen: dict[str, float],
+    statuses: dict[str, NodeStatus | None],
+    unreadable: dict[str, str],
+    desired: DesiredRecord | None,
+    target_sha256: dict[int, str],
+    stale_after_s: float,
 ) -> list[NodeRow]:
+    """An unreadable record counts as live (by its heartbeat in the node index) and not converged."""
     now = time.time()
     rows = []
     for node_id, last_seen in sorted(seen.items()):
         status = statuses.get(node_id)
-        stale = status is None or now - status.heartbeat > stale_after_s
+        heartbeat = status.heartbeat if status else (last_seen if node_id in unreadable else 0.0)
+        stale = now - heartbeat > stale_after_s
         target = desired.target_for(node_id) if desired else None
-        rows.append(NodeRow(node_id, status, last_seen, target, stale))
+        sha = target_sha256.get(target, "") if target is not None else ""
+        rows.append(NodeRow(node_id, status, last_seen, target, sha, stale, unreadable.get(node_id, "")))
     return rows
 
 

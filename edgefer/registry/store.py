@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import redis
 
@@ -16,7 +17,7 @@ from edgefer.registry.desired import Canary, DesiredRecord, DesiredRecordError
 from edgefer.registry.keys import FleetKeys
 from edgefer.registry.manifest import Manifest, ManifestError, new_manifest
 from edgefer.registry.signing import ManifestSigner
-from edgefer.registry.status import NodeStatus
+from edgefer.registry.status import NodeRow, NodeStatus, NodeStatusError, fleet_rows
 from edgefer.timestamps import utc_now_iso
 
 
@@ -31,6 +32,16 @@ class ModelRegistry:
 
     # -- versions ---------------------------------------------------------------------------------
 
+    def epoch(self) -> str:
+        """This registry's epoch, made with its first version (SET NX: concurrent publishers agree on one)."""
+        self.client.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
+        return self.current_epoch()
+
+    def current_epoch(self) -> str:
+        """The stored epoch, without making one ('' for a registry that never stored a version)."""
+        raw = self.client.get(self.keys.epoch)
+        return raw.decode() if raw is not None else ""
+
     def publish(
         self,
         blob: bytes,
@@ -41,7 +52,9 @@ class ModelRegistry:
         promote: bool = False,
         idempotency_key: str | None = None,
     ) -> Manifest:
-        """Store a new signed version (and optionally make it the fleet's desired version).
+        """Store a new signed version, and with `promote` make it the desired version in the same transaction
+        (a publisher killed half way leaves neither a stored version that is never rolled out nor a desired
+        record naming nothing).
 
         With an idempotency key (a job id), a second publish under the same key stores nothing and
         returns the version the first one stored: a job delivered twice publishes once.
@@ -49,15 +62,12 @@ class ModelRegistry:
         marker = self.keys.published_by(idempotency_key) if idempotency_key else None
         if marker and (earlier := self.client.get(marker)) is not None:
             return self._existing(int(earlier))
+        epoch = self.epoch()
         version = int(self.client.incr(self.keys.version_counter))
-        manifest = signer.sign(new_manifest(blob, version, name, input_spec, metrics, parent=self.latest_version()))
-        try:
-            self.put(manifest, blob, marker)
-        except redis.WatchError:  # another delivery of the same job published meanwhile
-            return self._existing(int(self.client.get(marker)))
-        if promote:
-            self.promote(version)
-        return manifest
+        manifest = signer.sign(new_manifest(blob, version, name, input_spec, metrics, self.latest_version(),
+                                            self.keys.fleet, epoch))
+        earlier = self._store(manifest, blob, marker, promote)
+        return manifest if earlier is None else self._existing(earlier)
 
     def _existing(self, version: int) -> Manifest:
         manifest = self.manifest(version)
@@ -65,22 +75,35 @@ class ModelRegistry:
             raise RegistryError(f"version {version} is recorded as published but missing")
         return manifest
 
-    def put(self, manifest: Manifest, blob: bytes, marker: str | None = None) -> None:
-        """Store a manifest and its bytes as they are; a version, once stored, is never overwritten."""
-        if self.client.exists(self.keys.manifest(manifest.version)):
-            raise RegistryError(f"version {manifest.version} already exists")
-        with self.client.pipeline(transaction=True) as tx:
+    def put(self, manifest: Manifest, blob: bytes) -> None:
+        """Store a signed manifest and its bytes as they are (repairs, tests); a stored version is never overwritten."""
+        self._store(manifest, blob, None, promote=False)
+
+    def _store(self, manifest: Manifest, blob: bytes, marker: str | None, promote: bool) -> int | None:
+        """One MULTI/EXEC: bytes, manifest, index entry, the job's marker and (with `promote`) the desired record.
+        Returns the version an earlier delivery of the same job stored, or None when this one stored it."""
+
+        def transaction(pipe: redis.client.Pipeline) -> int | None:
+            if marker and (earlier := pipe.get(marker)) is not None:
+                return int(earlier)
+            if pipe.exists(self.keys.manifest(manifest.version)):
+                raise RegistryError(f"version {manifest.version} already exists")
+            if manifest.epoch and pipe.get(self.keys.epoch) != manifest.epoch.encode():
+                raise RegistryError("the registry lost its data while this version was being published; publish again")
+            old = self._read_desired(pipe, force=False) if promote else None
+            pipe.multi()
             if marker:
-                tx.watch(marker)
-                if tx.get(marker) is not None:
-                    raise redis.WatchError(marker)
-                tx.multi()
-                tx.set(marker, manifest.version)
-            tx.set(self.keys.blob(manifest.version), blob)
-            tx.set(self.keys.manifest(manifest.version), manifest.to_json())
-            tx.zadd(self.keys.versions, {str(manifest.version): time.time()})
-            tx.publish(self.keys.channel, json.dumps({"event": "published", "version": manifest.version}))
-            tx.execute()
+                pipe.set(marker, manifest.version)
+            pipe.set(self.keys.blob(manifest.version), blob)
+            pipe.set(self.keys.manifest(manifest.version), manifest.to_json())
+            pipe.zadd(self.keys.versions, {str(manifest.version): time.time()})
+            pipe.publish(self.keys.channel, json.dumps({"event": "published", "version": manifest.version}))
+            if promote:
+                self._write_desired(pipe, old, _promoted(old, manifest.version))
+            return None
+
+        watched = [self.keys.manifest(manifest.version), self.keys.epoch, self.keys.desired] + ([marker] if marker else [])
+        return self.client.transaction(transaction, *watched, value_from_callable=True)
 
     def latest_version(self) -> int | None:
         newest = self.client.zrevrange(self.keys.versions, 0, 0)
@@ -92,8 +115,12 @@ class ModelRegistry:
         return [Manifest.from_json(raw) for raw in raws if raw is not None]
 
     def manifest(self, version: int) -> Manifest | None:
-        raw = self.client.get(self.keys.manifest(version))
+        raw = self.raw_manifest(version)
         return Manifest.from_json(raw) if raw is not None else None
+
+    def raw_manifest(self, version: int) -> bytes | None:
+        """The manifest's stored bytes: what a node fingerprints to remember what it refused."""
+        return self.client.get(self.keys.manifest(version))
 
     def blob(self, version: int) -> bytes | None:
         return self.client.get(self.keys.blob(version))
@@ -115,16 +142,15 @@ class ModelRegistry:
         raw = self.client.get(self.keys.desired)
         return DesiredRecord.from_json(raw) if raw is not None else None
 
+    def desired_state(self) -> tuple[DesiredRecord | None, str]:
+        """The desired record and the registry's epoch, read in one round trip (what a node reconciles against)."""
+        raw, epoch = self.client.mget([self.keys.desired, self.keys.epoch])
+        return (DesiredRecord.from_json(raw) if raw is not None else None), (epoch.decode() if epoch else "")
+
     def promote(self, version: int, force: bool = False) -> DesiredRecord:
         """Serve `version` on every node (ends any canary); `force` replaces a desired record that cannot be read."""
         self._require(version)
-
-        def change(old: DesiredRecord | None) -> DesiredRecord:
-            if old is None:
-                return DesiredRecord(version)
-            return DesiredRecord(version, None, old.version if old.version != version else old.previous)
-
-        return self._update(change, force)
+        return self._update(lambda old: _promoted(old, version), force)
 
     def set_canary(self, version: int, nodes: list[str], percent: float) -> DesiredRecord:
         """Serve `version` on the named nodes and/or a stable share of nodes; the rest keep the desired version."""
@@ -153,21 +179,28 @@ class ModelRegistry:
 
     def _update(self, change, force: bool = False) -> DesiredRecord:
         def transaction(pipe: redis.client.Pipeline) -> DesiredRecord:
-            raw = pipe.get(self.keys.desired)
-            try:
-                old = DesiredRecord.from_json(raw) if raw is not None else None
-            except DesiredRecordError as exc:
-                if not force:
-                    raise RegistryError(f"{exc}; `promote VERSION --force` replaces it") from exc
-                old = None
+            old = self._read_desired(pipe, force)
             new = change(old)
-            record = DesiredRecord(new.version, new.canary, new.previous, (old.revision if old else 0) + 1, utc_now_iso())
             pipe.multi()
-            pipe.set(self.keys.desired, record.to_json())
-            pipe.publish(self.keys.channel, json.dumps({"event": "desired", "revision": record.revision}))
-            return record
+            return self._write_desired(pipe, old, new)
 
         return self.client.transaction(transaction, self.keys.desired, value_from_callable=True)
+
+    def _read_desired(self, pipe: redis.client.Pipeline, force: bool) -> DesiredRecord | None:
+        raw = pipe.get(self.keys.desired)
+        try:
+            return DesiredRecord.from_json(raw) if raw is not None else None
+        except DesiredRecordError as exc:
+            if not force:
+                raise RegistryError(f"{exc}; `promote VERSION --force` replaces it") from exc
+            return None
+
+    def _write_desired(self, pipe: redis.client.Pipeline, old: DesiredRecord | None, new: DesiredRecord) -> DesiredRecord:
+        """Queue the new record (revision one past the old) and its announcement inside a MULTI."""
+        record = DesiredRecord(new.version, new.canary, new.previous, (old.revision if old else 0) + 1, utc_now_iso())
+        pipe.set(self.keys.desired, record.to_json())
+        pipe.publish(self.keys.channel, json.dumps({"event": "desired", "revision": record.revision}))
+        return record
 
     # -- node status ------------------------------------------------------------------------------
 
@@ -177,12 +210,40 @@ class ModelRegistry:
             tx.zadd(self.keys.nodes, {status.node_id: status.heartbeat})
             tx.execute()
 
-    def node_statuses(self) -> tuple[dict[str, float], dict[str, NodeStatus | None]]:
-        """Every node ever seen with its last heartbeat, and its live status record (None once expired)."""
+    def node_statuses(self) -> tuple[dict[str, float], dict[str, NodeStatus | None], dict[str, str]]:
+        """Every node ever seen with its last heartbeat; its live status record (None once expired); and the
+        records that cannot be read, with the reason (shown as such, never fatal to the fleet view)."""
         seen = {k.decode(): float(v) for k, v in self.client.zrange(self.keys.nodes, 0, -1, withscores=True)}
         raws = self.client.mget([self.keys.node_status(n) for n in seen]) if seen else []
-        return seen, {n: NodeStatus.from_json(r) if r is not None else None for n, r in zip(seen, raws)}
+        statuses: dict[str, NodeStatus | None] = {}
+        unreadable: dict[str, str] = {}
+        for node_id, raw in zip(seen, raws):
+            try:
+                statuses[node_id] = NodeStatus.from_json(raw) if raw is not None else None
+            except NodeStatusError as exc:
+                statuses[node_id], unreadable[node_id] = None, str(exc)
+        return seen, statuses, unreadable
+
+    def fleet_view(self, desired: DesiredRecord | None, stale_after_s: float) -> list[NodeRow]:
+        """One row per node: what it serves against its target version and that version's sha256."""
+        seen, statuses, unreadable = self.node_statuses()
+        targets = {desired.version, desired.canary.version if desired.canary else desired.version} if desired else set()
+        target_sha256 = {}
+        for version in targets:
+            try:
+                manifest = self.manifest(version)
+            except ManifestError:
+                manifest = None
+            target_sha256[version] = manifest.sha256 if manifest else ""
+        return fleet_rows(seen, statuses, unreadable, desired, target_sha256, stale_after_s)
 
     def forget_node(self, node_id: str) -> None:
         self.client.zrem(self.keys.nodes, node_id)
         self.client.delete(self.keys.node_status(node_id))
+
+
+def _promoted(old: DesiredRecord | None, version: int) -> DesiredRecord:
+    """The record after promoting `version`: no canary, and the version served before as the rollback target."""
+    if old is None:
+        return DesiredRecord(version)
+    return DesiredRecord(version, None, old.version if old.version != version else old.previous)

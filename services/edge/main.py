@@ -16,7 +16,7 @@ import threading
 from prometheus_client import start_http_server
 
 from edgefer.registry.connection import connect
-from edgefer.registry.signing import ManifestVerifier
+from edgefer.registry.signing import TrustedKey
 from edgefer.registry.store import ModelRegistry
 from services.edge.metrics import EdgeMetrics
 from services.edge.model_cache import ModelCache
@@ -47,7 +47,7 @@ def start_sync_agent(node: ServingNode, settings: EdgeSettings) -> SyncAgent:
         raise ValueError("setting registry_public_key is required with redis_url: nodes serve signed models only")
     agent = SyncAgent(
         ModelRegistry(connect(settings), settings.fleet),
-        ManifestVerifier(settings.registry_public_key),
+        TrustedKey(settings.registry_public_key),
         node,
         ModelCache(settings.model_cache_dir),
         SyncConfig(settings.node_id, settings.sync_poll_seconds, settings.heartbeat_seconds, threads=settings.session_threads,

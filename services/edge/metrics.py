@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 # Every labelled series exists at 0 from the start, so that increase() and alerts see its first event.
 FRAME_STATUSES = ("ok", "invalid", "dropped")
 ERROR_CODES = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED")
-SYNC_FAILURE_REASONS = ("missing", "signature", "identity", "input", "integrity", "load", "error")
+SYNC_FAILURE_REASONS = ("missing", "key", "signature", "identity", "input", "integrity", "load", "error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 # What every serving process of a node counts; the rest describes the node's model and its registry link,
 # kept by the main process alone. A node's /metrics adds these up over its processes.

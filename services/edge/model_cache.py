@@ -26,16 +26,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class ModelCache:
+    """Files are named by the model's sha256 (`<sha256>.onnx`, `<sha256>.manifest.json`, `current` names one):
+    version numbers can name other bytes after a registry lost its data, a content address cannot."""
+
     def __init__(self, directory: Path, keep: int = 2) -> None:
         self.directory = directory
-        self.keep = keep  # the serving version and the one before it, for rollback after a restart
+        self.keep = keep  # the serving model and the one before it, for rollback after a restart
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _blob(self, version: int) -> Path:
-        return self.directory / f"{version}.onnx"
+    def _blob(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.onnx"
 
-    def _manifest(self, version: int) -> Path:
-        return self.directory / f"{version}.manifest.json"
+    def _manifest(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.manifest.json"
 
     @property
     def _pointer(self) -> Path:
@@ -43,32 +46,39 @@ class ModelCache:
 
     def store(self, manifest: Manifest, blob: bytes) -> None:
         """Keep a verified version and make it the one a restart serves."""
-        _write_atomic(self._blob(manifest.version), blob)
-        _write_atomic(self._manifest(manifest.version), manifest.to_json().encode())
-        self.select(manifest.version)
-        self._prune(manifest.version)
+        _write_atomic(self._blob(manifest.sha256), blob)
+        _write_atomic(self._manifest(manifest.sha256), manifest.to_json().encode())
+        self.select(manifest)
 
-    def select(self, version: int) -> bool:
-        """Point the cache at a version it holds (after an instant rollback); False if it is not here."""
-        if not (self._blob(version).exists() and self._manifest(version).exists()):
+    def select(self, manifest: Manifest) -> bool:
+        """Make a held model the one a restart serves, under this manifest (after a rollback or a relabel);
+        False if its bytes are not here."""
+        if not self._blob(manifest.sha256).exists():
             return False
-        _write_atomic(self._pointer, str(version).encode())
+        _write_atomic(self._manifest(manifest.sha256), manifest.to_json().encode())
+        _write_atomic(self._pointer, manifest.sha256.encode())
+        self._prune(manifest.sha256)
         return True
 
-    def _prune(self, current: int) -> None:
-        versions = sorted((int(p.name.split(".")[0]) for p in self.directory.glob("*.manifest.json")), reverse=True)
-        others = [v for v in versions if v != current]
-        for version in others[self.keep - 1 :]:
-            self._blob(version).unlink(missing_ok=True)
-            self._manifest(version).unlink(missing_ok=True)
+    def _prune(self, current: str) -> None:
+        held = sorted(self.directory.glob("*.manifest.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        others = [p.name.split(".")[0] for p in held if p.name.split(".")[0] != current]
+        for name in others[self.keep - 1 :]:
+            self._blob(name).unlink(missing_ok=True)
+            self._manifest(name).unlink(missing_ok=True)
 
-    def load_current(self, verifier: ManifestVerifier) -> tuple[Manifest, bytes] | None:
-        """The selected version if it is present and still verifies; None (and a log line) otherwise."""
+    def load_current(self, verifier: ManifestVerifier | None) -> tuple[Manifest, bytes] | None:
+        """The selected model if it is present and still verifies; None (and a log line) otherwise.
+
+        Without a verifier (the node's public key file is unreadable) the bytes are checked against the
+        cached manifest only: they were signature-checked when stored, and serving them beats serving nothing.
+        """
         try:
-            version = int(self._pointer.read_text().strip())
-            manifest = Manifest.from_json(self._manifest(version).read_bytes())
-            blob = self._blob(version).read_bytes()
-            verifier.verify(manifest)
+            name = self._pointer.read_text().strip()
+            manifest = Manifest.from_json(self._manifest(name).read_bytes())
+            blob = self._blob(name).read_bytes()
+            if verifier is not None:
+                verifier.verify(manifest)
             manifest.check_input()
             manifest.check_blob(blob)
         except FileNotFoundError:
@@ -77,4 +87,3 @@ class ModelCache:
             log.error("model cache %s not used: %s", self.directory, exc)
             return None
         return manifest, blob
-

@@ -1,23 +1,25 @@
 """The node's sync agent: reconciles the served model with the fleet's desired record in Redis.
 
 It looks on start, on every announcement, after every reconnect and on a timer; pub/sub only makes it
-look sooner. A new version is verified (signature, input spec, size, sha256), loaded, self-checked
-and swapped atomically, and the one before stays loaded for instant rollback. Any failure leaves the
-current model serving and is reported in the node's status record and metrics; a version that failed
-is not fetched again until the desired record names another one.
+look sooner. A version is what its signed manifest says (fleet, registry epoch, version, sha256), so
+"already serving" and "roll back to the model kept loaded" are decided by sha256, never by the number
+alone. A new version is verified (signature, identity, input spec, size, sha256), loaded, self-checked
+and swapped atomically. Any failure leaves the current model serving and is reported in the node's
+status record and metrics; a refused manifest is not tried again until it or the desired record changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
 from edgefer.registry.manifest import Manifest, ManifestError
-from edgefer.registry.signing import ManifestVerifier
+from edgefer.registry.signing import KeyFileError, TrustedKey
 from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
 from services.edge.backoff import Backoff
@@ -26,6 +28,10 @@ from services.edge.model_holder import LoadedModel, ModelLoadError, load_model
 from services.edge.server import ServingNode
 
 log = logging.getLogger("edgefer.edge.sync")
+
+
+# Refusals that may clear by themselves (a version not written yet, a key file being restored): tried at every reconcile.
+TRANSIENT_REASONS = frozenset({"missing", "key"})
 
 
 class VersionRefused(Exception):
@@ -49,15 +55,16 @@ class SyncConfig:
 
 class SyncAgent:
     def __init__(
-        self, registry: ModelRegistry, verifier: ManifestVerifier, node: ServingNode, cache: ModelCache, config: SyncConfig
+        self, registry: ModelRegistry, trusted: TrustedKey, node: ServingNode, cache: ModelCache, config: SyncConfig
     ) -> None:
         self.registry = registry
-        self.verifier = verifier
+        self.trusted = trusted
         self.node = node
         self.cache = cache
         self.config = config
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
-        self._refused: dict[int, int] = {}  # version -> revision of the desired record under which it was refused
+        self._refused: dict[int, tuple[str, int]] = {}  # version -> (sha256 of the refused manifest, desired revision)
+        self._served: dict[str, Manifest] = {}  # sha256 -> manifest of the models held (current and previous)
         self._error: tuple[str, int | None] | None = None
         self._started = time.time()
         self._last_report = 0.0
@@ -69,7 +76,11 @@ class SyncAgent:
 
     def serve_cached(self) -> bool:
         """Serve the last verified model from disk (before Redis is reachable); False if there is none."""
-        cached = self.cache.load_current(self.verifier)
+        verifier = self.trusted.verifier_or_none()
+        if verifier is None:
+            log.error("public key %s unreadable: the cached model is checked against its cached manifest only",
+                      self.trusted.path)
+        cached = self.cache.load_current(verifier)
         if cached is None:
             return False
         manifest, blob = cached
@@ -78,7 +89,8 @@ class SyncAgent:
         except ModelLoadError as exc:
             log.error("cached model not served: %s", exc)
             return False
-        log.info("serving cached model version %d", manifest.version)
+        self._remember(manifest)
+        log.info("serving cached model version %d (sha256 %s)", manifest.version, manifest.sha256[:12])
         return True
 
     def start(self) -> None:
@@ -132,69 +144,108 @@ class SyncAgent:
     # -- reconciling ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        desired = self.registry.desired()
+        desired, epoch = self.registry.desired_state()
         if desired is not None:
-            self._converge(desired.target_for(self.config.node_id), desired.revision)
+            self._converge(desired.target_for(self.config.node_id), desired.revision, epoch)
         self._report()
 
-    def _converge(self, target: int, revision: int) -> None:
-        """Serve `target`. A refusal is remembered for the desired record's revision only: any new write of
-        the record (promote again after repairing a blob) retries it, and a version not in the registry yet
-        ("missing") is looked for again at every reconcile."""
-        current, previous = self.node.holder.current(), self.node.holder.previous()
-        if current is not None and current.version == str(target):
-            self._error = None
-            return
-        if self._refused.get(target) == revision:
-            return
-        if previous is not None and previous.version == str(target):
-            self.node.rollback()
-            self.cache.select(target)
-            self._error = None
-            log.info("rolled back to version %d (kept loaded)", target)
+    def _converge(self, target: int, revision: int, epoch: str) -> None:
+        """Serve `target`. A refusal is remembered for that manifest under that desired revision only: a
+        rewritten manifest or record (promote again after repairing a blob) is tried again, and a version
+        not in the registry yet ("missing") is looked for at every reconcile."""
+        raw = self.registry.raw_manifest(target)
+        fingerprint = hashlib.sha256(raw).hexdigest() if raw is not None else ""
+        if raw is not None and self._refused.get(target) == (fingerprint, revision):
             return
         started = time.perf_counter()
         try:
-            manifest, blob, model = self._fetch_verified(target)
+            manifest = self._verified_manifest(target, raw, epoch)
+            if self._serve_held(manifest):
+                return
+            blob, model = self._fetch_verified(manifest)
         except VersionRefused as exc:
-            if exc.reason != "missing":
-                self._refused[target] = revision
+            if exc.reason not in TRANSIENT_REASONS:
+                self._refused[target] = (fingerprint, revision)
             self._error = (str(exc), target)
             self.node.metrics.sync_failures.labels(exc.reason).inc()
+            current = self.node.holder.current()
             log.error("version %d refused, still serving %s: %s", target, current.version if current else "nothing", exc)
             return
         self.cache.store(manifest, blob)
         self.node.swap(model)
+        self._remember(manifest)
         self._error = None
         self.node.metrics.sync_seconds.observe(time.perf_counter() - started)
         log.info("serving version %d (sha256 %s)", target, manifest.sha256[:12])
 
-    def _fetch_verified(self, target: int) -> tuple[Manifest, bytes, LoadedModel]:
-        """The manifest first (signature, identity, input, size), the blob's length next, its bytes last: a
-        manifest stored under another version's key, or a blob of another size, is refused before download."""
+    def _serve_held(self, manifest: Manifest) -> bool:
+        """Serve the manifest's bytes if they are loaded already (serving, or kept for rollback), under the
+        manifest's number; False if they must be fetched. The same bytes can come back under a new number
+        (republished after data loss) and a number can name new bytes: only the sha256 decides."""
+        current, previous = self.node.holder.current(), self.node.holder.previous()
+        label = str(manifest.version)
+        if current is not None and current.sha256 == manifest.sha256:
+            if current.version != label:
+                self.node.swap(replace(current, version=label))
+        elif previous is not None and previous.sha256 == manifest.sha256:
+            if previous.version == label:
+                self.node.rollback()
+            else:
+                self.node.swap(replace(previous, version=label))
+            log.info("serving version %d again from the model kept loaded (sha256 %s)", manifest.version,
+                     manifest.sha256[:12])
+        else:
+            return False
+        if self._served.get(manifest.sha256) != manifest:
+            self.cache.select(manifest)
+            self._remember(manifest)
+        self._error = None
+        return True
+
+    def _remember(self, manifest: Manifest) -> None:
+        """Keep the manifests of the models held, so status can name their epoch."""
+        self._served[manifest.sha256] = manifest
+        held = {m.sha256 for m in (self.node.holder.current(), self.node.holder.previous()) if m is not None}
+        self._served = {sha: m for sha, m in self._served.items() if sha in held}
+
+    def _verified_manifest(self, target: int, raw: bytes | None, epoch: str) -> Manifest:
+        """Signature, identity (fleet, version, epoch where it was read), input spec and size limit: all checked
+        on the manifest alone, before a byte of the blob is read."""
         stage = "missing"
         try:
-            manifest = self.registry.manifest(target)
-            if manifest is None:
+            if raw is None:
                 raise ManifestError(f"version {target} is not in the registry")
+            stage = "key"
+            verifier = self.trusted.verifier()
             stage = "signature"
-            self.verifier.verify(manifest)
+            manifest = Manifest.from_json(raw)
+            verifier.verify(manifest)
             stage = "identity"
-            if manifest.version != target:
-                raise ManifestError(f"the manifest stored as version {target} is signed for version {manifest.version}")
+            manifest.check_identity(self.registry.keys.fleet, target, epoch)
             stage = "input"
             manifest.check_input()
             stage = "integrity"
             if manifest.size > self.config.max_model_bytes:
                 raise ManifestError(f"version {target}: {manifest.size:,} bytes exceed the node's limit of "
                                     f"{self.config.max_model_bytes:,}")
-            stored = self.registry.blob_size(target)
+        except KeyFileError as exc:
+            raise VersionRefused(stage, f"cannot verify version {target}: {exc}") from exc
+        except ManifestError as exc:
+            raise VersionRefused(stage, str(exc)) from exc
+        return manifest
+
+    def _fetch_verified(self, manifest: Manifest) -> tuple[bytes, LoadedModel]:
+        """The blob's stored length first (STRLEN), its bytes next, then load and self-check."""
+        version = manifest.version
+        stage = "integrity"
+        try:
+            stored = self.registry.blob_size(version)
             if stored != manifest.size:
-                raise ManifestError(f"version {target}: stored blob is {stored:,} bytes, the manifest says {manifest.size:,}")
-            blob = self.registry.blob(target) or b""
+                raise ManifestError(f"version {version}: stored blob is {stored:,} bytes, the manifest says {manifest.size:,}")
+            blob = self.registry.blob(version) or b""
             manifest.check_blob(blob)
             stage = "load"
-            return manifest, blob, load_model(blob, str(target), self.config.threads)
+            return blob, load_model(blob, str(version), self.config.threads)
         except (ManifestError, ModelLoadError) as exc:
             raise VersionRefused(stage, str(exc)) from exc
 
@@ -205,6 +256,7 @@ class SyncAgent:
             node_id=self.config.node_id,
             version=current.version if current else None,
             sha256=current.sha256 if current else "",
+            epoch=held.epoch if current and (held := self._served.get(current.sha256)) else "",
             last_error=error,
             error_version=error_version,
             heartbeat=time.time(),
