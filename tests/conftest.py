@@ -52,6 +52,35 @@ def redis_server(tmp_path: Path):
     server.kill()
 
 
+FAST_SYNC = ["--sync-poll-seconds", "1", "--heartbeat-seconds", "0.5"]
+
+
+@pytest.fixture
+def node_fleet(redis_server, signing_keys, tmp_path: Path):
+    """Start edge node processes of fleet `default` following `redis_server`: yields (registry, signer, start),
+    where start(count) returns `count` started nodes; all are stopped at the end."""
+    from edgefer.localfleet.edge_nodes import EdgeNodeProcess
+    from edgefer.registry.connection import RegistryAccess, connect
+    from edgefer.registry.signing import ManifestSigner
+    from edgefer.registry.store import ModelRegistry
+
+    started = []
+
+    def start(count: int) -> list:
+        nodes = [
+            EdgeNodeProcess(f"node-{i}", free_port(), redis_server.url, signing_keys[1], tmp_path / f"cache-{i}",
+                            extra_args=FAST_SYNC, log_path=tmp_path / f"node-{i}.log").start()
+            for i in range(count)
+        ]
+        started.extend(nodes)
+        return nodes
+
+    registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), "default")
+    yield registry, ManifestSigner(signing_keys[0]), start
+    for node in started:
+        node.stop()
+
+
 @pytest.fixture(scope="session")
 def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from edgefer.registry.signing import generate_keypair

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -16,23 +15,14 @@ from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
-from tests.conftest import BASELINE_ONNX, free_port
-
-FAST_SYNC = ["--sync-poll-seconds", "1", "--heartbeat-seconds", "0.5"]
+from tests.conftest import BASELINE_ONNX
 
 
 @pytest.fixture
-def fleet(redis_server, signing_keys, tmp_path: Path):
-    """Three node processes; yields (registry, signer, nodes)."""
-    nodes = [
-        EdgeNodeProcess(f"node-{i}", free_port(), redis_server.url, signing_keys[1], tmp_path / f"cache-{i}",
-                        extra_args=FAST_SYNC, log_path=tmp_path / f"node-{i}.log").start()
-        for i in range(3)
-    ]
-    registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), "default")
-    yield registry, ManifestSigner(signing_keys[0]), nodes
-    for node in nodes:
-        node.stop()
+def fleet(node_fleet):
+    """3 node processes; yields (registry, signer, nodes)."""
+    registry, signer, start = node_fleet
+    return registry, signer, start(3)
 
 
 def publish(registry: ModelRegistry, signer: ManifestSigner) -> str:

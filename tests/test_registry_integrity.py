@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import onnx
 import pytest
@@ -20,9 +19,7 @@ from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry, RegistryError
-from tests.conftest import free_port, linear_onnx
-
-FAST_SYNC = ["--sync-poll-seconds", "1", "--heartbeat-seconds", "0.5"]
+from tests.conftest import FAST_SYNC, free_port, linear_onnx
 
 
 def model(k: int) -> bytes:
@@ -31,17 +28,10 @@ def model(k: int) -> bytes:
 
 
 @pytest.fixture
-def nodes(redis_server, signing_keys, tmp_path: Path):
-    """Two node processes of fleet `default`; yields (registry, signer, nodes)."""
-    started = [
-        EdgeNodeProcess(f"node-{i}", free_port(), redis_server.url, signing_keys[1], tmp_path / f"cache-{i}",
-                        extra_args=FAST_SYNC, log_path=tmp_path / f"node-{i}.log").start()
-        for i in range(2)
-    ]
-    registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), "default")
-    yield registry, ManifestSigner(signing_keys[0]), started
-    for node in started:
-        node.stop()
+def nodes(node_fleet):
+    """2 node processes; yields (registry, signer, nodes)."""
+    registry, signer, start = node_fleet
+    return registry, signer, start(2)
 
 
 def status_table(redis_url: str, capsys, *extra: str) -> tuple[int, str]:
