@@ -11,10 +11,11 @@ import redis
 
 
 class RedisServer:
-    def __init__(self, port: int, directory: Path, password: str = "") -> None:
+    def __init__(self, port: int, directory: Path, password: str = "", replica_of: int | None = None) -> None:
         self.port = port
         self.directory = directory
         self.password = password
+        self.replica_of = replica_of  # the port of a primary on loopback this server replicates
         self._process: subprocess.Popen | None = None
 
     @property
@@ -29,7 +30,9 @@ class RedisServer:
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
         command += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"]
         if self.password:
-            command += ["--requirepass", self.password]
+            command += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, password=self.password or None, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
@@ -40,6 +40,13 @@ def connect(access: RegistryAccess) -> redis.Redis:
     elif access.redis_tls_ca or access.redis_tls_cert:
         raise ValueError(f"Redis TLS files are set but the URL {access.redis_url!r} is not rediss://")
     return redis.Redis.from_url(access.redis_url, **options)
+
+
+def connect_reader(access: RegistryAccess, read_url: str) -> redis.Redis | None:
+    """A client for a read replica (same login and TLS), or None to read from the primary. A fleet past what
+    one Redis serves reads from replicas: every node's downloads and pub/sub go there, only its status writes
+    go to the primary."""
+    return connect(replace(access, redis_url=read_url)) if read_url else None
 
 
 def describe_redis_error(exc: redis.RedisError) -> str:

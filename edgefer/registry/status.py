@@ -14,6 +14,22 @@ from dataclasses import asdict, dataclass, fields
 from edgefer.registry.desired import DesiredRecord
 
 
+# A fleet's status writes per second that one Redis is asked to absorb: heartbeats stretch past it.
+STATUS_WRITES_PER_S = 200.0
+
+
+def heartbeat_interval(base_s: float, fleet_size: int) -> float:
+    """A node's heartbeat period: its own setting, stretched so that the whole fleet writes at most
+    STATUS_WRITES_PER_S status records a second (5 s up to 1,000 nodes, 50 s at 10,000)."""
+    return max(base_s, fleet_size / STATUS_WRITES_PER_S)
+
+
+def announce_spread(fleet_size: int, per_thousand_s: float, cap_s: float) -> float:
+    """The window over which a fleet's nodes spread their fetches after an announcement, so one
+    single-threaded Redis is not asked for the blob by every node in the same millisecond."""
+    return min(cap_s, per_thousand_s * fleet_size / 1000)
+
+
 class NodeStatusError(ValueError):
     """A node status record that cannot be read; the message says why."""
 
@@ -85,7 +101,9 @@ def fleet_rows(
     target_sha256: dict[int, str],
     stale_after_s: float,
 ) -> list[NodeRow]:
-    """An unreadable record counts as live (by its heartbeat in the node index) and not converged."""
+    """An unreadable record counts as live (by its heartbeat in the node index) and not converged. A large
+    fleet's nodes heartbeat less often (heartbeat_interval), so staleness waits three of their periods."""
+    stale_after_s = max(stale_after_s, 3 * heartbeat_interval(0.0, len(seen)))
     now = time.time()
     rows = []
     for node_id, last_seen in sorted(seen.items()):

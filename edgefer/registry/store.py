@@ -26,8 +26,12 @@ class RegistryError(ValueError):
 
 
 class ModelRegistry:
-    def __init__(self, client: redis.Redis, fleet: str = "default") -> None:
+    """A fleet's registry. Writes and operator reads go to `client` (the primary); what nodes read on every
+    reconcile (desired record, manifests, blobs, announcements) goes to `reader`, a replica when given."""
+
+    def __init__(self, client: redis.Redis, fleet: str = "default", reader: redis.Redis | None = None) -> None:
         self.client = client
+        self.reader = reader or client
         self.keys = FleetKeys(fleet)
 
     # -- versions ---------------------------------------------------------------------------------
@@ -120,14 +124,14 @@ class ModelRegistry:
 
     def raw_manifest(self, version: int) -> bytes | None:
         """The manifest's stored bytes: what a node fingerprints to remember what it refused."""
-        return self.client.get(self.keys.manifest(version))
+        return self.reader.get(self.keys.manifest(version))
 
     def blob(self, version: int) -> bytes | None:
-        return self.client.get(self.keys.blob(version))
+        return self.reader.get(self.keys.blob(version))
 
     def blob_size(self, version: int) -> int:
         """Length of a version's stored bytes, read without them (0 when absent)."""
-        return int(self.client.strlen(self.keys.blob(version)))
+        return int(self.reader.strlen(self.keys.blob(version)))
 
     def fetch(self, version: int) -> tuple[Manifest, bytes]:
         """Manifest and bytes of one version, read in one round trip."""
@@ -144,7 +148,7 @@ class ModelRegistry:
 
     def desired_state(self) -> tuple[DesiredRecord | None, str]:
         """The desired record and the registry's epoch, read in one round trip (what a node reconciles against)."""
-        raw, epoch = self.client.mget([self.keys.desired, self.keys.epoch])
+        raw, epoch = self.reader.mget([self.keys.desired, self.keys.epoch])
         return (DesiredRecord.from_json(raw) if raw is not None else None), (epoch.decode() if epoch else "")
 
     def promote(self, version: int, force: bool = False) -> DesiredRecord:
@@ -204,11 +208,13 @@ class ModelRegistry:
 
     # -- node status ------------------------------------------------------------------------------
 
-    def write_status(self, status: NodeStatus, ttl_s: float) -> None:
+    def write_status(self, status: NodeStatus, ttl_s: float) -> int:
+        """Write a node's status record and heartbeat; returns the fleet's size (nodes ever seen)."""
         with self.client.pipeline(transaction=True) as tx:
             tx.set(self.keys.node_status(status.node_id), status.to_json(), px=int(ttl_s * 1000))
             tx.zadd(self.keys.nodes, {status.node_id: status.heartbeat})
-            tx.execute()
+            tx.zcard(self.keys.nodes)
+            return int(tx.execute()[-1])
 
     def node_statuses(self) -> tuple[dict[str, float], dict[str, NodeStatus | None], dict[str, str]]:
         """Every node ever seen with its last heartbeat; its live status record (None once expired); and the

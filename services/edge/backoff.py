@@ -13,10 +13,11 @@ class Backoff:
         self._attempt = 0
 
     def next_delay(self) -> float:
-        """The wait before the next try: uniform in [d/2, d] with d doubling up to the cap."""
+        """The wait before the next try: uniform in [0, d] with d doubling up to the cap ("full jitter"), so a
+        fleet that lost Redis comes back spread over the whole window, not bunched in its second half."""
         ceiling = min(self.cap_s, self.initial_s * 2**self._attempt)
         self._attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return self._rng.uniform(0, ceiling)
 
     def reset(self) -> None:
         self._attempt = 0

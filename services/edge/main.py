@@ -15,7 +15,7 @@ import threading
 
 from prometheus_client import start_http_server
 
-from edgefer.registry.connection import connect
+from edgefer.registry.connection import connect, connect_reader
 from edgefer.registry.signing import TrustedKey
 from edgefer.registry.store import ModelRegistry
 from services.edge.metrics import EdgeMetrics
@@ -46,7 +46,7 @@ def start_sync_agent(node: ServingNode, settings: EdgeSettings) -> SyncAgent:
     if settings.registry_public_key is None:
         raise ValueError("setting registry_public_key is required with redis_url: nodes serve signed models only")
     agent = SyncAgent(
-        ModelRegistry(connect(settings), settings.fleet),
+        ModelRegistry(connect(settings), settings.fleet, connect_reader(settings, settings.redis_read_url)),
         TrustedKey(settings.registry_public_key),
         node,
         ModelCache(settings.model_cache_dir),

@@ -39,6 +39,7 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     tls_client_ca: Path | None = None  # set for mutual TLS
     # Model registry (Redis); an empty redis_url serves model_path only.
     redis_url: str = ""
+    redis_read_url: str = ""  # a read replica: models, the desired record and announcements are read there; status goes to redis_url
     node_id: str = socket.gethostname()
     registry_public_key: Path | None = None  # Ed25519 key that must have signed every manifest
     model_cache_dir: Path = Path("model-cache")

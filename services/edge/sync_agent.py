@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import redis
 
 from edgefer.registry.manifest import Manifest, ManifestError
 from edgefer.registry.signing import KeyFileError, TrustedKey
-from edgefer.registry.status import NodeStatus
+from edgefer.registry.status import NodeStatus, announce_spread, heartbeat_interval
 from edgefer.registry.store import ModelRegistry
 from services.edge.backoff import Backoff
 from services.edge.model_cache import ModelCache
@@ -30,6 +32,9 @@ from services.edge.server import ServingNode
 log = logging.getLogger("edgefer.edge.sync")
 
 
+RECONNECTS_PER_S = 100.0  # the pace at which a whole fleet comes back to a restarted Redis (see _reconnect_cap)
+# Bytes, version label, onnxruntime threads -> a loaded, self-checked model (the fleet simulator verifies only).
+ModelLoader = Callable[[bytes, str, int], LoadedModel]
 # Refusals that may clear by themselves (a version not written yet, a key file being restored): tried at every reconcile.
 TRANSIENT_REASONS = frozenset({"missing", "key"})
 
@@ -48,16 +53,25 @@ class SyncConfig:
     poll_interval_s: float = 30.0
     heartbeat_s: float = 5.0
     backoff_initial_s: float = 0.2
-    backoff_max_s: float = 10.0
+    backoff_max_s: float = 10.0  # stretched with the fleet: see reconnect_cap
     threads: int = 1  # onnxruntime threads of the sessions it loads
     max_model_bytes: int = 64 * 1024 * 1024  # a larger blob is refused before a byte of it is read
+    announce_spread_per_1000_s: float = 1.0  # after an announcement, fetches spread over 1 s per 1,000 nodes ...
+    max_announce_spread_s: float = 10.0  # ... and at most this long
 
 
 class SyncAgent:
     def __init__(
-        self, registry: ModelRegistry, trusted: TrustedKey, node: ServingNode, cache: ModelCache, config: SyncConfig
+        self,
+        registry: ModelRegistry,
+        trusted: TrustedKey,
+        node: ServingNode,
+        cache: ModelCache,
+        config: SyncConfig,
+        loader: ModelLoader = load_model,
     ) -> None:
         self.registry = registry
+        self.loader = loader
         self.trusted = trusted
         self.node = node
         self.cache = cache
@@ -68,6 +82,8 @@ class SyncAgent:
         self._error: tuple[str, int | None] | None = None
         self._started = time.time()
         self._last_report = 0.0
+        self._fleet_size = 1  # as the last status write saw it: heartbeats and fetches spread with it
+        self._rng = random.Random()
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefer-sync", daemon=True)
@@ -85,7 +101,7 @@ class SyncAgent:
             return False
         manifest, blob = cached
         try:
-            self.node.swap(load_model(blob, str(manifest.version), self.config.threads))
+            self.node.swap(self.loader(blob, str(manifest.version), self.config.threads))
         except ModelLoadError as exc:
             log.error("cached model not served: %s", exc)
             return False
@@ -110,6 +126,7 @@ class SyncAgent:
                 self._session()
             except (redis.RedisError, OSError) as exc:
                 self.node.metrics.registry_connected.set(0)
+                self._backoff.cap_s = self._reconnect_cap()
                 delay = self._backoff.next_delay()
                 log.warning("registry unreachable (%s); retrying in %.1fs, still serving", exc, delay)
                 self._stop.wait(delay)
@@ -121,7 +138,7 @@ class SyncAgent:
                 self._stop.wait(delay)
 
     def _session(self) -> None:
-        pubsub = self.registry.client.pubsub()
+        pubsub = self.registry.reader.pubsub()
         try:
             pubsub.subscribe(self.registry.keys.channel)
             next_poll = 0.0
@@ -132,14 +149,24 @@ class SyncAgent:
                     self.node.metrics.registry_connected.set(1)
                     self._backoff.reset()
                     next_poll = 0.0
-                if (message and message["type"] == "message") or self._poke.is_set() or now >= next_poll:
+                elif message and message["type"] == "message":  # look soon, at a moment of this node's own
+                    next_poll = min(next_poll, now + self._rng.uniform(0, self._announce_spread()))
+                if self._poke.is_set() or now >= next_poll:
                     self._poke.clear()
                     self.reconcile()
                     next_poll = now + self.config.poll_interval_s
-                elif time.time() - self._last_report >= self.config.heartbeat_s:
+                elif time.time() - self._last_report >= heartbeat_interval(self.config.heartbeat_s, self._fleet_size):
                     self._report()
         finally:
             pubsub.close()
+
+    def _reconnect_cap(self) -> float:
+        """A larger fleet waits longer between tries, so a restarted Redis sees at most about
+        RECONNECTS_PER_S nodes coming back a second (10 s up to 1,000 nodes)."""
+        return max(self.config.backoff_max_s, self._fleet_size / RECONNECTS_PER_S)
+
+    def _announce_spread(self) -> float:
+        return announce_spread(self._fleet_size, self.config.announce_spread_per_1000_s, self.config.max_announce_spread_s)
 
     # -- reconciling ------------------------------------------------------------------------------
 
@@ -245,7 +272,7 @@ class SyncAgent:
             blob = self.registry.blob(version) or b""
             manifest.check_blob(blob)
             stage = "load"
-            return blob, load_model(blob, str(version), self.config.threads)
+            return blob, self.loader(blob, str(version), self.config.threads)
         except (ManifestError, ModelLoadError) as exc:
             raise VersionRefused(stage, str(exc)) from exc
 
@@ -262,5 +289,6 @@ class SyncAgent:
             heartbeat=time.time(),
             started=self._started,
         )
-        self.registry.write_status(status, ttl_s=3 * self.config.heartbeat_s)
+        ttl_s = 3 * heartbeat_interval(self.config.heartbeat_s, self._fleet_size)
+        self._fleet_size = self.registry.write_status(status, ttl_s)
         self._last_report = status.heartbeat
