@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, fields
 
 from edgefer.registry.desired import DesiredRecord
 
-
 # A fleet's status writes per second that one Redis is asked to absorb: heartbeats stretch past it.
 STATUS_WRITES_PER_S = 200.0
 
