@@ -143,7 +143,7 @@ class SyncAgent:
             pubsub.subscribe(self.registry.keys.channel)
             next_poll = 0.0
             while not self._stop.is_set():
-                message = pubsub.get_message(timeout=0.5)
+                message = pubsub.get_message(timeout=min(0.5, max(0.0, next_poll - time.monotonic())))
                 now = time.monotonic()
                 if message and message["type"] == "subscribe":  # (re)connected: catch up on what we missed
                     self.node.metrics.registry_connected.set(1)
