@@ -10,13 +10,13 @@ STUBS  := edgefer/v1/edge_pb2.py
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup proto redis-server demo classify test train-baseline train-baseline-cpu export-baseline bench bench-edge loadgen clean
+.PHONY: setup proto redis-server demo classify test images image-check constraints train-baseline train-baseline-cpu export-baseline bench bench-edge loadgen clean
 
-$(STAMP): pyproject.toml setup.py Makefile
+$(STAMP): pyproject.toml setup.py Makefile docker/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing dependencies into $(VENV) (first run only)"
-	@$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[worker,dev]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c docker/constraints.txt torch==2.13.0
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c docker/constraints.txt -e '.[worker,dev]'
 	@touch $(STAMP)
 
 # gRPC stubs are generated from proto/ (never committed, never edited).
@@ -44,6 +44,20 @@ classify: setup
 
 test: setup
 	@$(BIN)/python -m pytest -q
+
+# Both images from the working tree (docker, or podman: ../shared/tools/container-env/setup.sh here).
+images: setup
+	@$(BIN)/python docker/images.py build $(IMAGE_ARGS)
+
+# The edge image built from a clean export of HEAD, run and checked from outside (IMAGE_ARGS=--arm64: emulated).
+image-check: setup
+	@$(BIN)/python docker/images.py check $(IMAGE_ARGS)
+
+# Pin what the images install to what this virtualenv (the one `make test` passed with) has.
+constraints: setup
+	@{ sed -n '/^#/p' docker/constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | \
+	  grep -v -i -E '^(pytest|ruff|iniconfig|pluggy|pygments|kubernetes-validate|jsonschema|jsonschema-specifications|referencing|rpds-py|attrs|importlib.resources|pyyaml)=='; \
+	  $(BIN)/python -m pip list --format freeze | grep -i '^setuptools=='; } > docker/constraints.tmp && mv docker/constraints.tmp docker/constraints.txt
 
 # The shipped baseline (ean-m, 80 epochs): 4 minutes on a GPU, about 87 minutes on 2 CPU cores (docs/BENCHMARKS.md).
 train-baseline: $(STAMP)

@@ -1,4 +1,6 @@
-"""Build hook: generate the gRPC stubs from proto/ whenever the package is built (pyproject.toml has the rest)."""
+"""Build hook: generate the gRPC stubs from proto/ before setuptools lists the packages (pyproject.toml has
+the rest), so `edgefer.v1` is in every wheel and image built from a clean clone, where the stubs (build
+outputs, never committed) do not exist yet."""
 
 import sys
 from pathlib import Path
@@ -6,15 +8,7 @@ from pathlib import Path
 from setuptools import setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # isolated builds do not put the project on the path
-from setuptools.command.build_py import build_py
+from edgefer.protogen import generate  # noqa: E402 - needs the path above
 
-
-class BuildWithStubs(build_py):
-    def run(self) -> None:
-        from edgefer.protogen import generate
-
-        generate()
-        super().run()
-
-
-setup(cmdclass={"build_py": BuildWithStubs})
+generate()
+setup()
