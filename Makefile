@@ -32,7 +32,18 @@ redis-server:
 	  { $(SUDO) apt-get update -q >/dev/null && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server >/dev/null; }; }
 
-setup: $(STAMP) $(STUBS) redis-server
+# promtool (rule checks and rule unit tests in `make test`): Debian's prometheus package, unpacked into the
+# virtualenv without installing it (no service started).
+PROMTOOL := $(VENV)/tools/usr/bin/promtool
+$(PROMTOOL): $(STAMP)
+	@command -v dpkg-deb >/dev/null && command -v apt-get >/dev/null || { echo "promtool: no apt-get/dpkg-deb; rule tests will skip"; exit 0; }
+	@echo "unpacking promtool from Debian's prometheus package (first run only)"
+	@rm -rf $(VENV)/tools/deb && mkdir -p $(VENV)/tools/deb && \
+	  { (cd $(VENV)/tools/deb && apt-get download prometheus >/dev/null 2>&1) || \
+	    { $(SUDO) apt-get update -q >/dev/null && (cd $(VENV)/tools/deb && apt-get download prometheus >/dev/null 2>&1); }; } && \
+	  dpkg-deb -x $(VENV)/tools/deb/prometheus_*.deb $(VENV)/tools && rm -rf $(VENV)/tools/deb $(VENV)/tools/usr/bin/prometheus
+
+setup: $(STAMP) $(STUBS) redis-server $(PROMTOOL)
 
 # The local fleet: redis-server, the worker, two edge nodes, two device clients, a rollout mid-stream.
 demo: setup

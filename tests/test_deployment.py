@@ -15,10 +15,14 @@ import pytest
 import yaml
 from prometheus_client import start_http_server
 
+from compression_worker.service.fleet_metrics import FleetCollector
+from compression_worker.service.job_queue import JobQueue
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.service.settings import WorkerServiceSettings
 from edgefer.localfleet.ports import free_port
 from edgefer.registry.cli import RegistryCliSettings
+from edgefer.registry.connection import RegistryAccess, connect
+from edgefer.registry.store import ModelRegistry
 from services.edge.metrics import EdgeMetrics
 from services.edge.settings import EdgeSettings
 
@@ -55,7 +59,9 @@ def test_k3s_manifests_validate_against_the_kubernetes_schemas() -> None:
 
 
 def test_kustomizations_resolve() -> None:
-    for kustomization in (REPO / "k8s/kustomization.yaml", REPO / "monitoring/kustomization.yaml"):
+    for kustomization in (REPO / "k8s/kustomization.yaml", REPO / "monitoring/kustomization.yaml",
+                          REPO / "monitoring/operator/kustomization.yaml",
+                          REPO / "k8s/overlays/prometheus-operator/kustomization.yaml"):
         spec = yaml.safe_load(kustomization.read_text())
         for resource in spec.get("resources", []):
             assert (kustomization.parent / resource).exists(), resource
@@ -116,11 +122,46 @@ def test_images_copy_what_exists_and_run_as_a_user(dockerfile: str) -> None:
     text = (REPO / "docker" / dockerfile).read_text()
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for item in source.split():
-            assert (REPO / item).exists(), item
+            assert list(REPO.glob(item)), item
     assert re.search(r"^USER (10001|edgefer)$", text, re.M)
     if dockerfile == "edge.Dockerfile":
         instructions = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
         assert "torch" not in instructions.lower() and "HEALTHCHECK" in text and "services.edge.healthcheck" in text
+
+
+def requirement_names() -> set[str]:
+    """Every package pyproject.toml asks for: runtime, extras and the build system."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["worker"],
+              *project["build-system"]["requires"]]
+    return {re.split(r"[<>=!~\[; ]", w, maxsplit=1)[0].lower().replace("_", "-") for w in wanted}
+
+
+def test_every_dependency_the_images_install_is_pinned() -> None:
+    pins = {}
+    for line in (REPO / "docker/constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    assert requirement_names() <= set(pins), requirement_names() - set(pins)
+    for dockerfile in ("edge.Dockerfile", "worker.Dockerfile"):
+        assert "PIP_CONSTRAINT=" in (REPO / "docker" / dockerfile).read_text(), dockerfile
+
+
+def test_compose_builds_one_edge_image_and_makes_its_own_keys() -> None:
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    edge_image = services["edge-1"]["image"]
+    users = [name for name, s in services.items() if s.get("image") == edge_image]
+    builders = [name for name in users if "build" in services[name]]
+    assert {"edge-1", "edge-2", "client"} <= set(users) and len(builders) == 1, builders
+    assert services["client"]["healthcheck"] == {"disable": True}
+    keygen = services["keygen"]
+    assert any(v.endswith(":/var/lib/edgefer/keys") for v in keygen["volumes"])  # a path the image's user owns
+    assert "/var/lib/edgefer/keys" in (REPO / "docker/edge.Dockerfile").read_text()
+    for name in ("worker", "edge-1", "edge-2"):
+        assert services[name]["depends_on"]["keygen"] == {"condition": "service_completed_successfully"}
 
 
 def scrape(registry) -> set[str]:
@@ -134,8 +175,11 @@ def family(sample_name: str) -> str:
     return re.sub(r"_(total|bucket|count|sum|info)$", "", sample_name)
 
 
-def test_every_metric_in_the_dashboard_and_alerts_is_exported() -> None:
-    exported = scrape(EdgeMetrics().registry) | scrape(WorkerMetrics().registry)
+def test_every_metric_in_the_dashboard_and_alerts_is_exported(redis_server) -> None:
+    client = connect(RegistryAccess(redis_url=redis_server.url))
+    worker = WorkerMetrics()
+    worker.registry.register(FleetCollector(ModelRegistry(client), JobQueue(client)))  # as the worker service does
+    exported = scrape(EdgeMetrics().registry) | scrape(worker.registry)
     dashboard = json.loads((REPO / "monitoring/grafana/dashboards/edgefer-latency.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [r["expr"] for g in yaml.safe_load((REPO / "monitoring/alerts.yml").read_text())["groups"] for r in g["rules"]]

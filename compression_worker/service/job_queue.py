@@ -53,6 +53,13 @@ class JobQueue:
     def ack(self, delivery: Delivery) -> None:
         self.client.xack(self.stream, self.group, delivery.entry_id)
 
+    def depth(self) -> tuple[int, int]:
+        """(waiting, running): entries no worker has read yet, and entries read and not acknowledged."""
+        for group in self.client.xinfo_groups(self.stream):
+            if group["name"].decode() == self.group:
+                return int(group.get("lag") or 0), int(group["pending"])
+        return 0, 0
+
     @staticmethod
     def _delivery(entry: tuple) -> Delivery:
         entry_id, fields = entry

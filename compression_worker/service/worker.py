@@ -17,6 +17,7 @@ import redis
 import torch
 from prometheus_client import start_http_server
 
+from compression_worker.service.fleet_metrics import FleetCollector
 from compression_worker.service.job_queue import Delivery, JobQueue
 from compression_worker.service.job_status import JobStatusStore
 from compression_worker.service.jobs import JobError, JobSpec
@@ -42,6 +43,7 @@ class Worker:
         self.queue = JobQueue(client, settings.fleet, settings.consumer)
         self.status = JobStatusStore(client, settings.fleet)
         self.metrics = metrics or WorkerMetrics()
+        self.metrics.registry.register(FleetCollector(self.registry, self.queue))
         self.stop = threading.Event()
 
     def run_forever(self) -> None:

@@ -147,6 +147,9 @@ def run(args: argparse.Namespace, settings: RegistryCliSettings) -> int:
         _print_desired(registry.set_canary(args.version, args.nodes, args.percent))
     elif args.command == "rollback":
         _print_desired(registry.rollback(args.version))
+    elif args.command == "forget":
+        registry.forget_node(args.node)
+        print(f"node {args.node} forgotten (a node that heartbeats again reappears)")
     elif args.command == "status":
         deadline = time.monotonic() + args.timeout
         while not _print_status(registry, settings.stale_after_s):
@@ -183,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="until every live node serves its target (exit 1 on timeout)")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--interval", type=float, default=1.0)
+    p = sub.add_parser("forget", help="drop a decommissioned node from the status table and the stale count")
+    p.add_argument("node")
     return parser
 
 

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgefer-edge: error: {exc}", file=sys.stderr)
         return 2
     metrics = EdgeMetrics()
+    metrics.node.info({"node_id": settings.node_id, "fleet": settings.fleet})
     try:
         node = start_node(settings, metrics)
         agent = start_sync_agent(node, settings) if settings.redis_url else None

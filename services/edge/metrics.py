@@ -33,6 +33,7 @@ class EdgeMetrics:
         self.errors = Counter("edgefer_errors", "Requests or frames refused, by gRPC status code", ["code"], registry=r)
         self.active_streams = Gauge("edgefer_active_streams", "Open StreamClassify calls", registry=r)
         self.model = Info("edgefer_model", "The model being served", registry=r)
+        self.node = Info("edgefer_node", "Who this node is (its registry node id), to name it on dashboards", registry=r)
         self.swaps = Counter("edgefer_model_swaps", "Model swaps", registry=r)
         self.batch_faces = Histogram(
             "edgefer_inference_batch_faces", "Faces per onnxruntime call", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r

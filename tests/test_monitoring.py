@@ -1,0 +1,83 @@
+"""Monitoring as code: promtool checks the rules and the Prometheus config and runs the rule unit tests
+(every alert fires when it should and stays quiet otherwise); the Prometheus Operator's objects say the
+same as the plain files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MONITORING = REPO / "monitoring"
+PROMTOOL = shutil.which("promtool") or str(REPO / ".venv/tools/usr/bin/promtool")
+
+needs_promtool = pytest.mark.skipif(
+    not Path(PROMTOOL).is_file(), reason="promtool not found (`make setup` unpacks it from Debian's prometheus package)"
+)
+
+
+def promtool(*args: str) -> str:
+    result = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def alert_names() -> list[str]:
+    groups = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+    return [rule["alert"] for group in groups for rule in group["rules"]]
+
+
+@needs_promtool
+def test_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    assert "SUCCESS" in promtool("check", "rules", str(MONITORING / "alerts.yml"))
+    assert "SUCCESS" in promtool("test", "rules", str(MONITORING / "alerts.test.yml"))
+
+
+@needs_promtool
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    config["rule_files"] = [str(MONITORING / "alerts.yml")]  # compose mounts it at /etc/prometheus/
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
+    cases = yaml.safe_load((MONITORING / "alerts.test.yml").read_text())["tests"]
+    fired, quiet = set(), set()
+    for case in cases:
+        for check in case["alert_rule_test"]:
+            (fired if check["exp_alerts"] else quiet).add(check["alertname"])
+    assert set(alert_names()) == fired == quiet
+
+
+def test_the_prometheus_rule_is_the_alert_file_and_pod_monitors_select_real_pods() -> None:
+    rule = yaml.safe_load((MONITORING / "operator/prometheus-rule.yaml").read_text())
+    assert rule["kind"] == "PrometheusRule" and rule["metadata"]["namespace"] == "edgefer"
+    assert rule["spec"]["groups"] == yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"], (
+        "run python monitoring/operator/render_rules.py")
+    workloads = {}
+    for path in REPO.glob("k8s/*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] in ("DaemonSet", "Deployment"):
+                workloads[doc["metadata"]["name"]] = doc["spec"]["template"]
+    monitors = [d for d in yaml.safe_load_all((MONITORING / "operator/pod-monitors.yaml").read_text()) if d]
+    assert {m["metadata"]["name"] for m in monitors} == {"edgefer-edge", "edgefer-worker"}
+    for monitor in monitors:
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        selected = [t for t in workloads.values() if wanted.items() <= t["metadata"]["labels"].items()]
+        assert len(selected) == 1, monitor["metadata"]["name"]
+        ports = {p["name"] for c in selected[0]["spec"]["containers"] for p in c.get("ports", [])}
+        assert all(e["port"] in ports for e in monitor["spec"]["podMetricsEndpoints"])
+        assert monitor["metadata"]["labels"]["release"] == rule["metadata"]["labels"]["release"]
+
+
+def test_alertmanager_routes_every_alert_to_a_receiver() -> None:
+    config = yaml.safe_load((MONITORING / "alertmanager.yml").read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    assert all(route["receiver"] in receivers for route in config["route"].get("routes", []))
