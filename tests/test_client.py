@@ -71,3 +71,19 @@ def test_bad_sources_are_named(tmp_path: Path) -> None:
     (tmp_path / "x.mp4").write_bytes(b"not a video")
     with pytest.raises(SourceError, match="cannot be opened"):
         open_source(str(tmp_path / "x.mp4"))
+
+
+def test_client_metrics_count_results_and_observe_latency(image_folder: Path) -> None:
+    from services.client.main import DeviceClient
+    from services.client.metrics import ClientMetrics
+
+    node = start_node()
+    metrics = ClientMetrics()
+    try:
+        DeviceClient(f"127.0.0.1:{node.port}", 40, quiet=True, metrics=metrics).run(open_source(str(image_folder), False))
+    finally:
+        node.stop(0)
+    sample = metrics.registry.get_sample_value
+    assert sample("edgefer_client_frames_total", {"status": "ok"}) == 5
+    assert sample("edgefer_client_latency_seconds_count") == 5 and sample("edgefer_client_latency_seconds_sum") > 0
+    assert sample("edgefer_client_frames_total", {"status": "invalid"}) == 0  # every status exists from the start

@@ -23,6 +23,7 @@ from edgefer.localfleet.ports import free_port
 from edgefer.registry.cli import RegistryCliSettings
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.store import ModelRegistry
+from services.client.metrics import ClientMetrics
 from services.edge.metrics import EdgeMetrics
 from services.edge.settings import EdgeSettings
 
@@ -114,7 +115,8 @@ def test_compose_services_files_and_ports_agree() -> None:
     scrape = yaml.safe_load((REPO / "monitoring/prometheus.yml").read_text())["scrape_configs"]
     targets = {t for job in scrape for cfg in job["static_configs"] for t in cfg["targets"]}
     assert targets == {f"edge-1:{EdgeSettings.metrics_port}", f"edge-2:{EdgeSettings.metrics_port}",
-                       f"worker:{WorkerServiceSettings.metrics_port}"}
+                       f"worker:{WorkerServiceSettings.metrics_port}", "client:9300"}
+    assert "9300" in services["client"]["command"]
 
 
 @pytest.mark.parametrize("dockerfile", ["edge.Dockerfile", "worker.Dockerfile"])
@@ -179,9 +181,10 @@ def test_every_metric_in_the_dashboard_and_alerts_is_exported(redis_server) -> N
     client = connect(RegistryAccess(redis_url=redis_server.url))
     worker = WorkerMetrics()
     worker.registry.register(FleetCollector(ModelRegistry(client), JobQueue(client)))  # as the worker service does
-    exported = scrape(EdgeMetrics().registry) | scrape(worker.registry)
+    exported = scrape(EdgeMetrics().registry) | scrape(worker.registry) | scrape(ClientMetrics().registry)
     dashboard = json.loads((REPO / "monitoring/grafana/dashboards/edgefer-latency.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
     exprs += [r["expr"] for g in yaml.safe_load((REPO / "monitoring/alerts.yml").read_text())["groups"] for r in g["rules"]]
     used = {family(name) for expr in exprs for name in re.findall(r"\bedgefer_[a-z_]+", expr)}
     assert len(used) >= 12

@@ -4,6 +4,8 @@ same as the plain files."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -81,3 +83,30 @@ def test_alertmanager_routes_every_alert_to_a_receiver() -> None:
     receivers = {r["name"] for r in config["receivers"]}
     assert config["route"]["receiver"] in receivers
     assert all(route["receiver"] in receivers for route in config["route"].get("routes", []))
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads((MONITORING / "grafana/dashboards/edgefer-latency.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    return exprs + [a["expr"] for a in dashboard["annotations"]["list"]]
+
+
+def test_the_dashboard_file_is_the_builders_output() -> None:
+    spec = importlib.util.spec_from_file_location("build_dashboard", MONITORING / "grafana/build_dashboard.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert json.loads((MONITORING / "grafana/dashboards/edgefer-latency.json").read_text()) == builder.dashboard(), (
+        "run python monitoring/grafana/build_dashboard.py")
+
+
+@needs_promtool
+def test_every_dashboard_query_parses(tmp_path: Path) -> None:
+    """promtool parses each query as a recording rule, Grafana's variables replaced by what they expand to."""
+    grafana = {"$__rate_interval": "1m", "$__range": "1h", "$node": ".*"}
+    rules = []
+    for i, expr in enumerate(dashboard_exprs()):
+        for variable, value in grafana.items():
+            expr = expr.replace(variable, value)
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert "SUCCESS" in promtool("check", "rules", str(tmp_path / "queries.yml"))

@@ -91,6 +91,7 @@ class Worker:
         self.queue.ack(delivery)
         self.metrics.jobs.labels(outcome).inc()
         self.metrics.stage.state("idle")
+        self.metrics.progress.set(0)  # idle: no job in progress (a failed job must not show 100% forever)
         log.info("job %s: %s", job_id, outcome)
         return outcome
 

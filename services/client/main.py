@@ -19,9 +19,11 @@ from pathlib import Path
 import cv2
 import grpc
 import numpy as np
+from prometheus_client import start_http_server
 
 from edgefer.labels import FACE_SIZE
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
+from services.client.metrics import FRAME_STATUSES, ClientMetrics
 from services.client.sources import SourceError, open_source
 
 
@@ -72,8 +74,10 @@ def annotate(frame: np.ndarray, result: edge_pb2.FrameResult) -> np.ndarray:
 
 
 class DeviceClient:
-    def __init__(self, target: str, fps: float, credentials: grpc.ChannelCredentials | None = None, quiet: bool = False) -> None:
+    def __init__(self, target: str, fps: float, credentials: grpc.ChannelCredentials | None = None, quiet: bool = False,
+                 metrics: ClientMetrics | None = None) -> None:
         self.target = target
+        self.metrics = metrics
         self.period = 1.0 / fps if fps > 0 else 0.0
         self.credentials = credentials
         self.quiet = quiet
@@ -119,6 +123,8 @@ class DeviceClient:
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     raise
                 self.stats.reconnects += 1
+                if self.metrics:
+                    self.metrics.reconnects.inc()
                 delay = next(delays)
                 print(f"node unavailable ({exc.details()}); reconnecting in {delay:.2f}s", file=sys.stderr)
                 time.sleep(delay)
@@ -131,6 +137,11 @@ class DeviceClient:
             frame = self._frames.pop(result.sequence, None)
         latency_ms = (time.perf_counter() - sent) * 1e3
         self.stats.record(result, latency_ms)
+        if self.metrics:
+            status = edge_pb2.FrameStatus.Name(result.status).removeprefix("FRAME_STATUS_").lower()
+            self.metrics.frames.labels(status if status in FRAME_STATUSES else "error").inc()
+            if result.status == edge_pb2.FRAME_STATUS_OK:
+                self.metrics.latency.observe(latency_ms / 1e3)
         if not self.quiet:
             labels = ", ".join(f"{f.label}/{f.smoothed_label}" for f in result.faces) or "-"
             status = edge_pb2.FrameStatus.Name(result.status).removeprefix("FRAME_STATUS_")
@@ -160,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, help="write the annotated video here (.mp4 or .avi)")
     p.add_argument("--tls-ca", type=Path, default=None, help="CA certificate to verify the node (enables TLS)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics (client-observed latency, results by status) on this port (0: off)")
     return p
 
 
@@ -182,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         fourcc = cv2.VideoWriter_fourcc(*("mp4v" if args.output.suffix == ".mp4" else "MJPG"))
         writer = cv2.VideoWriter(str(args.output), fourcc, args.fps or 15.0, (first.shape[1], first.shape[0]))
     credentials = grpc.ssl_channel_credentials(args.tls_ca.read_bytes()) if args.tls_ca else None
-    client = DeviceClient(args.target, args.fps, credentials, args.quiet)
+    metrics = ClientMetrics()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=metrics.registry)
+    client = DeviceClient(args.target, args.fps, credentials, args.quiet, metrics)
     start = time.perf_counter()
     try:
         stats = client.run(frames, writer)
