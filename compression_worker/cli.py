@@ -1,4 +1,5 @@
-"""`edgefer-worker`: the compression worker's stages as subcommands (train, distill, evaluate, export).
+"""`edgefer-worker`: the compression worker's stages as subcommands (train, distill, evaluate, export, prune,
+quantize).
 
 Every stage reads its defaults from WorkerSettings (environment) and takes flags; a bad input ends with
 one line naming the file and the problem, and exit status 2.

@@ -1,4 +1,5 @@
-"""Model cards: the JSON that travels with every shipped ONNX file (and later into the registry manifest)."""
+"""Model cards: the JSON that travels with every shipped ONNX file; its size, cost and accuracy go into the
+registry manifest's metrics when the model is published."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""EdgeFER services: the edge runtime (services/edge) and, later, the device client. No torch here."""
+"""EdgeFER services: the edge runtime (services/edge), the device client (services/client) and the local demo
+fleet (services/demo). No torch here."""

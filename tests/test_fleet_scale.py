@@ -7,6 +7,7 @@ import random
 import time
 from pathlib import Path
 
+from edgefer.backoff import Backoff
 from edgefer.localfleet.edge_nodes import EdgeNodeProcess
 from edgefer.localfleet.redis_server import RedisServer
 from edgefer.registry.connection import RegistryAccess, connect
@@ -14,7 +15,6 @@ from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.status import announce_spread, heartbeat_interval
 from edgefer.registry.store import ModelRegistry
-from services.edge.backoff import Backoff
 from tests.conftest import FAST_SYNC, free_port, linear_onnx
 
 

@@ -151,7 +151,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# Named configurations; "ean-s" is the shipped baseline (best accuracy per CPU training minute, docs/BENCHMARKS.md).
+# Named configurations: "ean-m" is the shipped baseline, "ean-s" the CPU-budget student that is distilled and
+# pruned for the edge (their numbers: docs/BENCHMARKS.md).
 PRESETS: dict[str, EANConfig] = {
     "ean-s": EANConfig(stem_channels=16, widths=(32, 64, 128, 192), depths=(1, 2, 2, 2)),
     "ean-m": EANConfig(),

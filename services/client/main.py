@@ -8,7 +8,6 @@ annotated with boxes and smoothed labels.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ import grpc
 import numpy as np
 from prometheus_client import start_http_server
 
+from edgefer.backoff import Backoff
 from edgefer.labels import FACE_SIZE
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from services.client.metrics import FRAME_STATUSES, ClientMetrics
@@ -55,14 +55,6 @@ class StreamStats:
             f"latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; "
             f"model versions {sorted(self.versions)}"
         )
-
-
-def backoff_delays(base: float = 0.2, cap: float = 5.0) -> Iterator[float]:
-    """Capped exponential backoff with full jitter."""
-    attempt = 0
-    while True:
-        yield random.uniform(0, min(cap, base * 2**attempt))
-        attempt += 1
 
 
 def annotate(frame: np.ndarray, result: edge_pb2.FrameResult) -> np.ndarray:
@@ -110,14 +102,14 @@ class DeviceClient:
 
     def run(self, frames: Iterator[np.ndarray], writer: cv2.VideoWriter | None = None) -> StreamStats:
         """Stream until the source ends; on UNAVAILABLE reconnect and continue with the next frames."""
-        delays = backoff_delays()
+        backoff = Backoff(0.2, 5.0)
         while True:
             channel = self._channel()
             try:
                 stub = edge_pb2_grpc.EdgeFerStub(channel)
                 for result in stub.StreamClassify(self._requests(frames, writer is not None)):
                     self._on_result(result, writer)
-                    delays = backoff_delays()
+                    backoff.reset()
                 return self.stats
             except grpc.RpcError as exc:
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
@@ -125,7 +117,7 @@ class DeviceClient:
                 self.stats.reconnects += 1
                 if self.metrics:
                     self.metrics.reconnects.inc()
-                delay = next(delays)
+                delay = backoff.next_delay()
                 print(f"node unavailable ({exc.details()}); reconnecting in {delay:.2f}s", file=sys.stderr)
                 time.sleep(delay)
             finally:

@@ -1,7 +1,7 @@
 """`edgefer-classify`: classify cropped 48x48 faces from a file with an ONNX model, as an edge node would.
 
 Runs on onnxruntime alone; prints a sample of predictions, the accuracy when the data is labelled,
-and the measured throughput. Used by `make demo` until the gRPC fleet demo replaces it.
+and the measured throughput (`make classify`). No gRPC, no fleet: the quickest look at what a model does.
 """
 
 from __future__ import annotations

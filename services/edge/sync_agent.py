@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 
 import redis
 
+from edgefer.backoff import Backoff
 from edgefer.registry.manifest import Manifest, ManifestError
 from edgefer.registry.signing import KeyFileError, TrustedKey
 from edgefer.registry.status import NodeStatus, announce_spread, heartbeat_interval
 from edgefer.registry.store import ModelRegistry
-from services.edge.backoff import Backoff
 from services.edge.model_cache import ModelCache
 from services.edge.model_holder import LoadedModel, ModelLoadError, load_model
 from services.edge.server import ServingNode

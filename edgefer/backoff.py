@@ -1,4 +1,5 @@
-"""Capped exponential backoff with jitter, so a fleet that lost Redis does not reconnect in lockstep."""
+"""Capped exponential backoff with full jitter: nodes reconnecting to Redis and clients reconnecting to a node
+do not come back in lockstep."""
 
 from __future__ import annotations
 
