@@ -23,26 +23,28 @@ def _add_training_flags(p: argparse.ArgumentParser, settings: WorkerSettings, wo
     p.add_argument("--usage", default=None, help="with a fer2013.csv: the Usage rows to train on (e.g. Training)")
     p.add_argument("--arch", default="ean-s", choices=ARCHITECTURES,
                    help="an EAN preset; train also takes the teachers that never ship (resnet18-fer, vgg13-fer, ...)")
-    p.add_argument("--workdir", type=Path, default=settings.runs_dir / workdir)
+    p.add_argument("--workdir", type=Path, default=settings.runs_dir / workdir,
+                   help="checkpoints, logs and results (default: $EDGEFER_RUNS_DIR/%(default)s)")
     p.add_argument("--fresh", action="store_true", help="discard previous results in --workdir")
     p.add_argument("--epochs", type=int, default=epochs, help="epochs (per round, for distill)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=128, help="faces per step (default: %(default)s)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"], help="SGD with Nesterov momentum, or AdamW")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the cosine schedule (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="(default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="on the hard-label loss (default: %(default)s)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay (default: %(default)s)")
     p.add_argument("--erase-prob", type=float, default=0.25, help="share of faces with a random blanked patch")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter (0: off)")
     p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta(a, a) parameter (0: off)")
     p.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed when mixup or CutMix is on")
     p.add_argument("--ema-decay", type=float, default=0.0, help="keep and validate an EMA of the weights (e.g. 0.999; 0: off)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="stratified validation split held out of the training data for every choice (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="weights, augmentation and (unless --split-seed) the split")
     p.add_argument("--split-seed", type=int, default=None,
                    help="seed of the validation split (default: --seed); fix it so that seeds of an ensemble share one split")
-    p.add_argument("--device", default=settings.device)
-    p.add_argument("--threads", type=int, default=settings.threads)
+    p.add_argument("--device", default=settings.device, help="cpu, cuda or auto (default: %(default)s; $EDGEFER_DEVICE)")
+    _add_threads(p, settings)
 
 
 def _training_setup(args: argparse.Namespace):
@@ -77,6 +79,11 @@ def _training_setup(args: argparse.Namespace):
     return data, optim, select_device(args.device)
 
 
+def _add_threads(p: argparse.ArgumentParser, settings: WorkerSettings) -> None:
+    p.add_argument("--threads", type=int, default=settings.threads,
+                   help="torch and onnxruntime threads (default: %(default)s; $EDGEFER_THREADS, 0: all cores)")
+
+
 def _add_train(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
     p = sub.add_parser("train", help="train an EAN (or a teacher of the zoo) on hard labels")
     _add_training_flags(p, settings, "train", epochs=55)
@@ -94,7 +101,7 @@ def _add_distill(sub: argparse._SubParsersAction, settings: WorkerSettings) -> N
     p = sub.add_parser("distill", help="iterative teacher-student transfer learning (ITS), resumable per round")
     _add_training_flags(p, settings, "distill", epochs=20)
     p.add_argument("--rounds", type=int, default=3, help="student rounds after the round-0 teacher")
-    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--temperature", type=float, default=4.0, help="softmax temperature of the soft labels (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.7, help="weight of the soft-label term")
     p.add_argument("--no-weight-transfer", action="store_true", help="start each student from scratch")
     p.add_argument("--refine", default="latest", choices=["latest", "average"], help="how soft labels combine across rounds")
@@ -132,10 +139,11 @@ def _run_distill(args: argparse.Namespace) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
     p = sub.add_parser("evaluate", help="top-1, per-class recall and confusion matrix of a model file")
     p.add_argument("--model", type=Path, required=True, help=".onnx (run by onnxruntime) or an EAN .pt checkpoint")
-    p.add_argument("--data", type=Path, default=settings.test_data)
+    p.add_argument("--data", type=Path, default=settings.test_data,
+                   help="faces to evaluate on (default: $EDGEFER_DATA_DIR/test_public.npz)")
     p.add_argument("--usage", default=None, help="with a fer2013.csv: the Usage rows to evaluate (e.g. PublicTest)")
     p.add_argument("--out-dir", type=Path, default=None, help="write metrics.json and confusion.png here")
-    p.add_argument("--threads", type=int, default=settings.threads)
+    _add_threads(p, settings)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -155,8 +163,8 @@ def _add_export(sub: argparse._SubParsersAction, settings: WorkerSettings) -> No
     p.add_argument("--output", type=Path, required=True, help="the .onnx file; the card is written beside it as .json")
     p.add_argument("--test-data", type=Path, default=settings.test_data, help="faces for parity and the card's accuracy")
     p.add_argument("--no-mirror-average", action="store_true", help="do not bake mirror averaging into the graph")
-    p.add_argument("--parity-faces", type=int, default=512)
-    p.add_argument("--threads", type=int, default=settings.threads)
+    p.add_argument("--parity-faces", type=int, default=512, help="faces on which torch and onnxruntime must agree (default: %(default)s)")
+    _add_threads(p, settings)
     p.set_defaults(func=_run_export)
 
 
@@ -176,7 +184,8 @@ def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
     p.set_defaults(lr=0.02, func=_run_prune)
     p.add_argument("--model", type=Path, required=True, help="the (distilled) model.pt to prune")
     p.add_argument("--target", type=float, default=0.5, help="share of multiply-adds to remove (0..1)")
-    p.add_argument("--importance", default="l2-gamma", choices=["l2-gamma", "l1", "bn-gamma", "random"])
+    p.add_argument("--importance", default="l2-gamma", choices=["l2-gamma", "l1", "bn-gamma", "random"],
+                   help="channel importance: kernel L2 norm x BatchNorm gamma (default), or an ablation")
     p.add_argument("--l2-weight", type=float, default=0.5, help="l2-gamma: weight of the kernel L2 norm against |gamma|")
     p.add_argument("--ratios", default="derived", choices=["derived", "uniform"], help="per-layer ratios")
     p.add_argument("--min-keep-fraction", type=float, default=0.2, help="floor of channels kept per layer")
@@ -187,7 +196,7 @@ def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
     p.add_argument("--local-epochs", type=int, default=3, help="per step, retraining only the touched layers")
     p.add_argument("--finetune-epochs", type=int, default=6, help="per step, fine-tuning the whole network")
     p.add_argument("--no-local-retraining", action="store_true", help="spend the local epochs on whole-network fine-tuning")
-    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the teacher's soft labels (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft labels")
     p.add_argument("--teacher", type=Path, action="append", default=[],
                    help="learn from this model (checkpoint or .onnx; repeat for an ensemble) instead of the model being pruned")
@@ -222,12 +231,12 @@ def _run_prune(args: argparse.Namespace) -> None:
 def _add_quantize(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
     p = sub.add_parser("quantize", help="INT8 static quantization (QDQ, per-channel) of an exported ONNX model")
     p.add_argument("--model", type=Path, required=True, help="the float .onnx (with its .json card beside it)")
-    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True, help="the INT8 .onnx file; its card is written beside it")
     p.add_argument("--data", type=Path, default=settings.train_data, help="training faces to calibrate on")
-    p.add_argument("--usage", default=None)
-    p.add_argument("--calibration-faces", type=int, default=700)
-    p.add_argument("--test-data", type=Path, default=settings.test_data)
-    p.add_argument("--threads", type=int, default=settings.threads)
+    p.add_argument("--usage", default=None, help="with a fer2013.csv: the Usage rows to calibrate on")
+    p.add_argument("--calibration-faces", type=int, default=700, help="faces the activation ranges are measured on (default: %(default)s)")
+    p.add_argument("--test-data", type=Path, default=settings.test_data, help="faces for the float vs INT8 accuracy")
+    _add_threads(p, settings)
     p.set_defaults(func=_run_quantize)
 
 

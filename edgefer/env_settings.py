@@ -2,16 +2,44 @@
 
 A settings class is a frozen dataclass that inherits `EnvSettings`; each field becomes the variable
 EDGEFER_<FIELD> and the flag --<field-with-dashes>, converted to the field's type, and a value that
-cannot be converted is refused with the setting's name.
+cannot be converted is refused with the setting's name. A field's trailing comment is its help text:
+`--help` shows it with the default and the variable, so the three cannot drift apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import io
 import os
+import re
+import tokenize
 from dataclasses import fields
+from functools import cache
 from pathlib import Path
 from typing import Self
+
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:")
+
+
+@cache
+def setting_docs(cls: type) -> dict[str, str]:
+    """Field name -> its trailing comment, over the class and the settings classes it inherits."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        lines = source.splitlines()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.COMMENT and (match := _FIELD_LINE.match(lines[token.start[0] - 1])):
+                docs[match.group(1)] = token.string.lstrip("# ").strip()
+    return docs
+
+
+def env_name(field_name: str) -> str:
+    return f"EDGEFER_{field_name.upper()}"
 
 
 class EnvSettings:
@@ -19,21 +47,26 @@ class EnvSettings:
     def from_env(cls) -> Self:
         values: dict = {}
         for f in fields(cls):  # type: ignore[arg-type]
-            raw = os.environ.get(f"EDGEFER_{f.name.upper()}")
+            raw = os.environ.get(env_name(f.name))
             if raw is not None:
                 values[f.name] = parse_setting(f.name, raw, str(f.type))
         return cls(**values)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """One flag per field, its default taken from the environment."""
+        """One flag per field, its default taken from the environment, its help from the field's comment."""
         base = cls.from_env()
+        docs = setting_docs(cls)
         for f in fields(cls):  # type: ignore[arg-type]
             flag = "--" + f.name.replace("_", "-")
+            default = getattr(base, f.name)
+            shown = default if default not in ("", None) else "unset"
+            text = f"{docs.get(f.name, '')} (default: {shown}; ${env_name(f.name)})".replace("%", "%%").lstrip()
             if f.type == "bool":
-                parser.add_argument(flag, default=getattr(base, f.name), action=argparse.BooleanOptionalAction)
+                parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction, help=text)
             else:
-                parser.add_argument(flag, default=getattr(base, f.name), type=lambda raw, f=f: parse_setting(f.name, raw, str(f.type)))
+                parser.add_argument(flag, default=default, help=text,
+                                    type=lambda raw, f=f: parse_setting(f.name, raw, str(f.type)))
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> Self:

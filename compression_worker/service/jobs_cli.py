@@ -66,19 +66,23 @@ def describe(job_id: str, record: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefer-jobs", description=__doc__.splitlines()[0])
     JobsCliSettings.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("submit", help="queue a job")
     p.add_argument("--data", required=True, help="npz, fer2013.csv or class folder, as the worker sees it")
-    p.add_argument("--job-id", default="")
+    p.add_argument("--job-id", default="", help="the job's name and idempotency key: resubmitting one id publishes once (default: a random id)")
     p.add_argument("--set", type=_setting, action="append", default=[], help="a pipeline setting, key=value (repeatable)")
     p.add_argument("--follow", action="store_true", help="show a progress bar until the job ends")
     p = sub.add_parser("status", help="one job")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job's id, as `submit` or `list` printed it")
     sub.add_parser("list", help="recent jobs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     settings = JobsCliSettings.from_namespace(args)
     try:
         client = connect(settings)

@@ -14,16 +14,16 @@ from edgefer.registry.connection import RegistryAccess
 
 @dataclass(frozen=True)
 class WorkerServiceSettings(RegistryAccess, EnvSettings):
-    work_dir: Path = Path("runs/jobs")
-    consumer: str = socket.gethostname()
+    work_dir: Path = Path("runs/jobs")  # one folder per job: checkpoints, ledger, exported model
+    consumer: str = socket.gethostname()  # this worker's name in the job stream's consumer group
     signing_key: Path | None = None  # Ed25519 private key that signs every published manifest
-    metrics_port: int = 9200  # 0 disables
-    threads: int = os.cpu_count() or 1
+    metrics_port: int = 9200  # Prometheus /metrics port (0: no endpoint)
+    threads: int = os.cpu_count() or 1  # torch threads for training
     claim_idle_s: float = 600.0  # take over a job another worker left silent this long
-    accuracy_tolerance: float = 0.005
-    max_latency_ms: float = 2.0
-    max_size_bytes: int = 2_000_000
-    max_macs: int = 25_000_000
+    accuracy_tolerance: float = 0.005  # gate: a candidate may be this much below the serving model's accuracy
+    max_latency_ms: float = 2.0  # gate: onnxruntime latency per face, one thread
+    max_size_bytes: int = 2_000_000  # gate: ONNX file size
+    max_macs: int = 25_000_000  # gate: multiply-adds per face
 
     def gate(self) -> GateConfig:
         return GateConfig(self.accuracy_tolerance, self.max_latency_ms, self.max_size_bytes, self.max_macs)

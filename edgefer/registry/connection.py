@@ -14,12 +14,12 @@ class RegistryAccess:
 
     redis_url: str = "redis://127.0.0.1:6379/0"  # rediss:// turns TLS on
     redis_username: str = ""  # a Redis ACL user; empty means the default user
-    redis_password: str = ""
-    redis_tls_ca: Path | None = None
+    redis_password: str = ""  # the Redis password (requirepass, or the ACL user's)
+    redis_tls_ca: Path | None = None  # CA certificate that verifies Redis (rediss:// only)
     redis_tls_cert: Path | None = None  # client certificate, for Redis with tls-auth-clients
-    redis_tls_key: Path | None = None
-    redis_timeout_s: float = 5.0
-    fleet: str = "default"
+    redis_tls_key: Path | None = None  # the client certificate's private key
+    redis_timeout_s: float = 5.0  # per Redis command; a slower answer counts as Redis unreachable
+    fleet: str = "default"  # the fleet's name: its registry keys, versions and nodes
 
 
 def connect(access: RegistryAccess) -> redis.Redis:

@@ -161,17 +161,21 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     return 0 if both and not failed else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefer-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="samples", help="frames for the clients: 'samples', a video, camera index, "
                         "image folder or faces.npz")
-    parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--fps", type=float, default=15.0, help="frames per second each client sends (default: %(default)s)")
     parser.add_argument("--warmup-seconds", type=float, default=5.0, help="streaming before the job is submitted")
     parser.add_argument("--after-seconds", type=float, default=5.0, help="streaming after the swap")
-    parser.add_argument("--job-timeout", type=float, default=600.0)
+    parser.add_argument("--job-timeout", type=float, default=600.0, help="seconds the compression job may take")
     parser.add_argument("--short", action="store_true", help="drawn training faces only and short phases (tests)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the work files (logs, keys, job) in this folder")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with ExitStack() as stack:
         work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgefer-demo-")))

@@ -13,38 +13,38 @@ from edgefer.registry.connection import RegistryAccess
 
 @dataclass(frozen=True)
 class EdgeSettings(RegistryAccess, EnvSettings):
-    host: str = "0.0.0.0"
-    port: int = 50051
-    metrics_port: int = 9100  # 0 disables the metrics endpoint
-    model_path: Path = Path("models/ean-pruned.onnx")  # what a board exists to run; the baseline is the accurate one
-    model_version: str = ""  # default: the model file's stem
+    host: str = "0.0.0.0"  # address the gRPC server binds
+    port: int = 50051  # gRPC port (0: any free port)
+    metrics_port: int = 9100  # Prometheus /metrics port (0: no endpoint)
+    model_path: Path = Path("models/ean-pruned.onnx")  # served without a registry, or until the registry answers
+    model_version: str = ""  # the version name model_path is served under (unset: the file's stem)
     intra_op_threads: int = os.cpu_count() or 1  # the node's cores for onnxruntime and detection
     workers: int = 1  # serving processes sharing the port (services/edge/replicas.py); 2 on a 2-core board serves 25% more
     replica_report_seconds: float = 1.0  # how often each extra process sends its metrics to the main one
-    max_message_bytes: int = 4 * 1024 * 1024
-    max_concurrent_streams: int = 64  # per connection (HTTP/2)
+    max_message_bytes: int = 4 * 1024 * 1024  # largest request or frame accepted
+    max_concurrent_streams: int = 64  # HTTP/2 streams one connection may open at once
     max_streams: int = 256  # per serving process; more are refused with RESOURCE_EXHAUSTED
     max_connection_frame_bytes: int = 16 * 1024 * 1024  # frames waiting or in work per connection; more are dropped
-    drop_stale_frames: bool = True
+    drop_stale_frames: bool = True  # streams: answer older waiting frames DROPPED, classify the newest
     batch_across_streams: bool = True  # faces of concurrent requests share onnxruntime calls (dynamic batching)
-    batch_max_faces: int = 64
-    batch_concurrency: int = 2  # batches computing at once
-    batch_max_wait_ms: float = 0.0  # >0: a lone face waits this long for company
-    detect_width: int = 320
+    batch_max_faces: int = 64  # faces per onnxruntime call at most
+    batch_concurrency: int = 2  # onnxruntime batches computing at once per serving process
+    batch_max_wait_ms: float = 0.0  # a lone face waits this long for others to batch with (0: never waits)
+    detect_width: int = 320  # frames are searched for faces at this width (smaller: faster, misses small faces)
     redetect_every: int = 8  # streams: whole-frame detection every N frames, near known faces in between (1: always)
-    grace_seconds: float = 5.0
+    grace_seconds: float = 5.0  # on SIGTERM: NOT_SERVING, then requests in flight get this long to finish
     handshake_timeout_seconds: float = 10.0  # a connection that has not completed its handshake by then is closed
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # set for mutual TLS
+    tls_cert: Path | None = None  # server certificate (TLS on when set with tls_key)
+    tls_key: Path | None = None  # the server certificate's private key
+    tls_client_ca: Path | None = None  # CA that client certificates must chain to (mutual TLS)
     # Model registry (Redis); an empty redis_url serves model_path only.
     redis_url: str = ""
     redis_read_url: str = ""  # a read replica: models, the desired record and announcements are read there; status goes to redis_url
-    node_id: str = socket.gethostname()
+    node_id: str = socket.gethostname()  # this node's name in the registry (status, canary buckets)
     registry_public_key: Path | None = None  # Ed25519 key that must have signed every manifest
-    model_cache_dir: Path = Path("model-cache")
-    sync_poll_seconds: float = 30.0
-    heartbeat_seconds: float = 5.0
+    model_cache_dir: Path = Path("model-cache")  # verified models on disk, served at once after a restart
+    sync_poll_seconds: float = 30.0  # look at the desired record this often even without an announcement
+    heartbeat_seconds: float = 5.0  # status record period (stretched for large fleets: docs/registry.md)
     max_model_bytes: int = 64 * 1024 * 1024  # registry versions larger than this are refused before download
 
     def __post_init__(self) -> None:
