@@ -205,7 +205,7 @@ def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
 
 
 def _run_prune(args: argparse.Namespace) -> None:
-    from compression_worker.prune.pipeline import PruneConfig, run_prune
+    from compression_worker.prune.run import PruneConfig, run_prune
 
     data, optim, device = _training_setup(args)
     cfg = PruneConfig(

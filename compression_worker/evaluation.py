@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
 from edgefer.labels import CLASSES
-from edgefer.metrics import ClassificationReport
 from edgefer.onnx_model import OnnxFaceClassifier
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from compression_worker.complexity import onnx_complexity
 from compression_worker.provenance import git_commit
+from edgefer.classification_report import ClassificationReport
 from edgefer.labels import CLASSES, FACE_SIZE
-from edgefer.metrics import ClassificationReport
 from edgefer.timestamps import utc_now_iso
 
 

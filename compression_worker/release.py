@@ -15,8 +15,8 @@ from compression_worker.model.ean import count_parameters
 from compression_worker.model_card import ModelCard, build_card
 from compression_worker.quantize import calibration_faces, quantize_int8
 from compression_worker.training.checkpoint import load_model
+from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces, data_sha256, load_faces
-from edgefer.metrics import ClassificationReport
 from edgefer.onnx_model import OnnxFaceClassifier
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from services.client.main import main as client_main
 from services.client.sources import SourceError, open_source
-from services.edge.model_holder import load_model_file
+from services.edge.model_holder import load_onnx_file
 from services.edge.server import start_server
 from services.edge.settings import EdgeSettings
 from tests.conftest import free_port
@@ -21,7 +21,7 @@ MODEL = Path(__file__).resolve().parent.parent / "models" / "ean-baseline.onnx"
 
 def start_node(port: int = 0):
     node = start_server(EdgeSettings(host="127.0.0.1", port=port, metrics_port=0, intra_op_threads=1))
-    node.swap(load_model_file(MODEL, threads=1, version="v1"))
+    node.swap(load_onnx_file(MODEL, threads=1, version="v1"))
     return node
 
 

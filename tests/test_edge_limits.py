@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edgefer.localfleet.process_memory import memory_kib
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from services.edge.metrics import EdgeMetrics
-from services.edge.model_holder import load_model_file
+from services.edge.model_holder import load_onnx_file
 from services.edge.server import start_server
 from services.edge.settings import EdgeSettings
 from services.edge.stream_frames import ConnectionBudget, latest_frames
@@ -136,7 +136,7 @@ def test_fast_cameras_on_one_connection_keep_the_node_small_and_healthy(node_pro
 
 def test_the_stream_cap_refuses_with_resource_exhausted() -> None:
     running = start_server(EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1, max_streams=2))
-    running.swap(load_model_file(MODEL, threads=1, version="v1"))
+    running.swap(load_onnx_file(MODEL, threads=1, version="v1"))
 
     async def scenario() -> grpc.StatusCode:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -202,7 +202,7 @@ def test_every_labelled_series_exists_at_zero_on_a_fresh_node() -> None:
 
 def test_cancelled_streams_leave_nothing_held() -> None:
     running = start_server(EdgeSettings(host="127.0.0.1", port=0, metrics_port=0, intra_op_threads=1))
-    running.swap(load_model_file(MODEL, threads=1, version="v1"))
+    running.swap(load_onnx_file(MODEL, threads=1, version="v1"))
     pixels = bytes(640 * 480 * 3)
 
     async def scenario() -> None:

@@ -19,7 +19,7 @@ from edgefer.localfleet.ports import free_port
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from services.edge.main import start_node
 from services.edge.metrics import EdgeMetrics
-from services.edge.model_holder import load_model_file
+from services.edge.model_holder import load_onnx_file
 from services.edge.replica_metrics import node_registry, snapshot
 from services.edge.settings import EdgeSettings
 from tests.conftest import synthetic_faces
@@ -34,7 +34,7 @@ def node():
                             replica_report_seconds=0.1)
     metrics = EdgeMetrics()
     running = start_node(settings, metrics)
-    running.swap(load_model_file(MODEL, threads=1, version="v1"))
+    running.swap(load_onnx_file(MODEL, threads=1, version="v1"))
     yield running, metrics, settings
     running.stop(0)
 
@@ -80,7 +80,7 @@ def test_both_processes_serve_and_metrics_count_every_frame(node) -> None:
 
 def test_a_swap_and_a_rollback_have_reached_every_process_when_they_return(node) -> None:
     running, _, _ = node
-    running.swap(load_model_file(MODEL, threads=1, version="v2"))
+    running.swap(load_onnx_file(MODEL, threads=1, version="v2"))
     assert set(classify_on_fresh_connections(running.port)) == {"v2"}
     running.rollback()
     assert set(classify_on_fresh_connections(running.port)) == {"v1"}
@@ -88,7 +88,7 @@ def test_a_swap_and_a_rollback_have_reached_every_process_when_they_return(node)
 
 def test_a_killed_replica_comes_back_with_the_current_model(node) -> None:
     running, _, settings = node
-    running.swap(load_model_file(MODEL, threads=1, version="v2"))
+    running.swap(load_onnx_file(MODEL, threads=1, version="v2"))
     classify_on_fresh_connections(running.port)
     wait_for(lambda: scraped_ok_frames(settings) == 2 * CONNECTIONS)
     (old_pid,) = running.replicas.pids

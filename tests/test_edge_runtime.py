@@ -9,7 +9,7 @@ import pytest
 from edgefer.v1 import edge_pb2
 from services.edge.detection import Box, HaarFaceDetector, crop_face, whole_image_face
 from services.edge.frames import FrameError, decode_gray
-from services.edge.model_holder import ModelHolder, ModelLoadError, load_model, load_model_file
+from services.edge.model_holder import ModelHolder, ModelLoadError, load_onnx_file, load_onnx_model
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -146,8 +146,8 @@ def test_blank_frame_has_no_faces() -> None:
 def test_holder_swaps_and_rolls_back() -> None:
     holder = ModelHolder()
     assert holder.current() is None
-    first = load_model_file(MODELS / "ean-baseline.onnx", threads=1, version="1")
-    second = load_model((MODELS / "ean-baseline.onnx").read_bytes(), version="2", threads=1)
+    first = load_onnx_file(MODELS / "ean-baseline.onnx", threads=1, version="1")
+    second = load_onnx_model((MODELS / "ean-baseline.onnx").read_bytes(), version="2", threads=1)
     assert holder.swap(first) is None
     assert holder.swap(second) is first and holder.current() is second
     assert holder.rollback() is first and holder.previous() is second
@@ -155,9 +155,9 @@ def test_holder_swaps_and_rolls_back() -> None:
 
 def test_bad_model_bytes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
-        load_model(b"not onnx", version="x", threads=1)
+        load_onnx_model(b"not onnx", version="x", threads=1)
     with pytest.raises(ModelLoadError, match="cannot read model file"):
-        load_model_file(tmp_path / "absent.onnx", threads=1)
+        load_onnx_file(tmp_path / "absent.onnx", threads=1)
     with pytest.raises(ModelLoadError, match="no previous model"):
         ModelHolder().rollback()
 
@@ -178,7 +178,7 @@ def test_batched_inference_shares_calls_and_matches_direct() -> None:
         direct = DirectInference(holder, EdgeMetrics())
         with pytest.raises(NoModelError):
             await batched.run(np.zeros((1, 48, 48), np.uint8))
-        holder.swap(load_model_file(MODELS / "ean-baseline.onnx", threads=1, version="b"))
+        holder.swap(load_onnx_file(MODELS / "ean-baseline.onnx", threads=1, version="b"))
         expected, _ = await direct.run(faces)
         out = await asyncio.gather(*(batched.run(faces[i : i + 1]) for i in range(8)))
         await batched.close()

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgefer.onnx_model import OnnxFaceClassifier, softmax
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
-from services.edge.model_holder import load_model_file
+from services.edge.model_holder import load_onnx_file
 from services.edge.server import SERVICE_NAME, start_server
 from services.edge.settings import EdgeSettings
 from tests.conftest import synthetic_faces
@@ -34,7 +34,7 @@ def node(request):
 
 
 def with_model(running, version: str = "v1"):
-    running.swap(load_model_file(MODEL, threads=1, version=version))
+    running.swap(load_onnx_file(MODEL, threads=1, version=version))
     return running
 
 

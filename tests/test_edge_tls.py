@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
-from services.edge.model_holder import load_model_file
+from services.edge.model_holder import load_onnx_file
 from services.edge.server import start_server
 from services.edge.settings import EdgeSettings
 
@@ -51,7 +51,7 @@ def test_tls_and_mutual_tls(pki: Path, mutual: bool) -> None:
                             tls_cert=pki / "server.pem", tls_key=pki / "server.key",
                             tls_client_ca=pki / "ca.pem" if mutual else None)
     node = start_server(settings)
-    node.swap(load_model_file(MODEL, threads=1, version="tls"))
+    node.swap(load_onnx_file(MODEL, threads=1, version="tls"))
     ca = (pki / "ca.pem").read_bytes()
     try:
         with_client_cert = grpc.ssl_channel_credentials(ca, (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compression_worker.complexity import onnx_complexity
-from edgefer.metrics import ClassificationReport
+from edgefer.classification_report import ClassificationReport
 from edgefer.onnx_model import OnnxFaceClassifier
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from compression_worker.training.checkpoint import load_network
+from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
-from edgefer.metrics import ClassificationReport
 from edgefer.onnx_model import OnnxFaceClassifier
 
 

@@ -19,10 +19,10 @@ from prometheus_client import start_http_server
 
 from compression_worker.service.fleet_metrics import FleetCollector
 from compression_worker.service.job_queue import Delivery, JobQueue
+from compression_worker.service.job_runner import JobContext, JobRunner
 from compression_worker.service.job_status import JobStatusStore
 from compression_worker.service.jobs import JobError, JobSpec
 from compression_worker.service.metrics import WorkerMetrics
-from compression_worker.service.pipeline import JobContext, JobRunner
 from compression_worker.service.settings import WorkerServiceSettings
 from edgefer.datasets import DatasetError
 from edgefer.registry.connection import connect

@@ -28,8 +28,8 @@ from compression_worker.data.mixing import Mix, MixConfig, mix_batch
 from compression_worker.training.checkpoint import save_atomic, save_model
 from compression_worker.training.progress import report_epoch
 from compression_worker.training.schedule import warmup_cosine
+from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
-from edgefer.metrics import ClassificationReport
 
 
 @dataclass(frozen=True)

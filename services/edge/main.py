@@ -20,7 +20,7 @@ from edgefer.registry.signing import TrustedKey
 from edgefer.registry.store import ModelRegistry
 from services.edge.metrics import EdgeMetrics
 from services.edge.model_cache import ModelCache
-from services.edge.model_holder import ModelLoadError, load_model_file
+from services.edge.model_holder import ModelLoadError, load_onnx_file
 from services.edge.replica_metrics import node_registry
 from services.edge.replicas import ReplicaSet, ReplicatedNode
 from services.edge.server import ServingNode, start_server
@@ -33,7 +33,7 @@ log = logging.getLogger("edgefer.edge")
 def reload_model(node: ServingNode, settings: EdgeSettings) -> None:
     """Load, self-check and swap; a bad file leaves the current model serving."""
     try:
-        model = load_model_file(settings.model_path, settings.session_threads, settings.model_version or None)
+        model = load_onnx_file(settings.model_path, settings.session_threads, settings.model_version or None)
     except ModelLoadError as exc:
         log.error("model not swapped: %s", exc)
         return

@@ -31,7 +31,7 @@ class LoadedModel:
     data: bytes = field(repr=False)  # the ONNX bytes: what a node's other serving processes load
 
 
-def load_model(data: bytes, version: str, threads: int) -> LoadedModel:
+def load_onnx_model(data: bytes, version: str, threads: int) -> LoadedModel:
     """Build a session from ONNX bytes and prove it works (shape, finiteness) before anyone can use it."""
     try:
         classifier = OnnxFaceClassifier(data, intra_op_threads=threads, spin=False)  # the node's cores are shared
@@ -56,12 +56,12 @@ def load_model(data: bytes, version: str, threads: int) -> LoadedModel:
     )
 
 
-def load_model_file(path: Path, threads: int, version: str | None = None) -> LoadedModel:
+def load_onnx_file(path: Path, threads: int, version: str | None = None) -> LoadedModel:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ModelLoadError(f"{path}: cannot read model file ({exc.strerror})") from exc
-    return load_model(data, version or path.stem, threads)
+    return load_onnx_model(data, version or path.stem, threads)
 
 
 class ModelHolder:

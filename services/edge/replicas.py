@@ -28,7 +28,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from services.edge.metrics import EdgeMetrics
-from services.edge.model_holder import LoadedModel, ModelHolder, ModelLoadError, load_model
+from services.edge.model_holder import LoadedModel, ModelHolder, ModelLoadError, load_onnx_model
 from services.edge.replica_metrics import Snapshot, snapshot, without_gauges
 from services.edge.server import RunningServer, start_server
 from services.edge.settings import EdgeSettings
@@ -82,7 +82,7 @@ def _apply(node: RunningServer, settings: EdgeSettings, command: Command) -> str
     try:
         match command:
             case ("swap", data, version):
-                node.swap(load_model(data, version, settings.session_threads))
+                node.swap(load_onnx_model(data, version, settings.session_threads))
             case ("rollback",):
                 node.rollback()
             case ("serving", serving):

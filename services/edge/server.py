@@ -26,11 +26,11 @@ from grpc_reflection.v1alpha import reflection
 from edgefer.labels import CLASSES
 from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from services.edge.detection import HaarFaceDetector, StreamDetector
+from services.edge.frame_pipeline import FramePipeline
 from services.edge.frames import FrameError
 from services.edge.inference import BatchedInference, DirectInference
 from services.edge.metrics import EdgeMetrics
 from services.edge.model_holder import LoadedModel, ModelHolder
-from services.edge.pipeline import FramePipeline
 from services.edge.settings import EdgeSettings
 from services.edge.stream_frames import ConnectionBudget, latest_frames, one_by_one
 from services.edge.tracking import FaceTracker

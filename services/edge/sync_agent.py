@@ -26,7 +26,7 @@ from edgefer.registry.signing import KeyFileError, TrustedKey
 from edgefer.registry.status import NodeStatus, announce_spread, heartbeat_interval
 from edgefer.registry.store import ModelRegistry
 from services.edge.model_cache import ModelCache
-from services.edge.model_holder import LoadedModel, ModelLoadError, load_model
+from services.edge.model_holder import LoadedModel, ModelLoadError, load_onnx_model
 from services.edge.server import ServingNode
 
 log = logging.getLogger("edgefer.edge.sync")
@@ -68,7 +68,7 @@ class SyncAgent:
         node: ServingNode,
         cache: ModelCache,
         config: SyncConfig,
-        loader: ModelLoader = load_model,
+        loader: ModelLoader = load_onnx_model,
     ) -> None:
         self.registry = registry
         self.loader = loader

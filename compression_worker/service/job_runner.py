@@ -21,7 +21,7 @@ from compression_worker.complexity import onnx_complexity
 from compression_worker.data.mixing import MixConfig
 from compression_worker.distill.its import ITSConfig, run_its
 from compression_worker.latency import latency_ms
-from compression_worker.prune.pipeline import PruneConfig, run_prune
+from compression_worker.prune.run import PruneConfig, run_prune
 from compression_worker.release import export_checkpoint, quantize_model
 from compression_worker.service.gate import GateConfig, decide
 from compression_worker.service.job_status import JobStatusStore

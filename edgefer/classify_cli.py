@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import DatasetError, load_faces
 from edgefer.labels import CLASSES
-from edgefer.metrics import ClassificationReport
 from edgefer.onnx_model import OnnxFaceClassifier, softmax
 
 
