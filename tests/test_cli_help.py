@@ -9,10 +9,10 @@ from dataclasses import fields
 import pytest
 
 from compression_worker.cli import build_parser as worker_parser
-from compression_worker.service.jobs_cli import build_parser as jobs_parser
 from compression_worker.service.settings import WorkerServiceSettings
 from edgefer.classify_cli import build_parser as classify_parser
 from edgefer.env_settings import EnvSettings, env_name, setting_docs
+from edgefer.jobs.cli import build_parser as jobs_parser
 from edgefer.registry.cli import RegistryCliSettings
 from edgefer.registry.cli import build_parser as registry_parser
 from services.client.main import build_parser as client_parser

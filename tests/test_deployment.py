@@ -16,9 +16,9 @@ import yaml
 from prometheus_client import start_http_server
 
 from compression_worker.service.fleet_metrics import FleetCollector
-from compression_worker.service.job_queue import JobQueue
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.service.settings import WorkerServiceSettings
+from edgefer.jobs.queue import JobQueue
 from edgefer.localfleet.ports import free_port
 from edgefer.registry.cli import RegistryCliSettings
 from edgefer.registry.connection import RegistryAccess, connect

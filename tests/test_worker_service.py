@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from compression_worker.service.job_queue import JobQueue
-from compression_worker.service.job_status import JobStatusStore
-from compression_worker.service.jobs_cli import main as jobs_cli
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.service.worker import Worker
+from edgefer.jobs.cli import main as jobs_cli
+from edgefer.jobs.queue import JobQueue
+from edgefer.jobs.status import JobStatusStore
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.signing import TrustedKey
 from edgefer.registry.store import ModelRegistry

@@ -16,7 +16,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from compression_worker.service.job_queue import JobQueue
+from edgefer.jobs.queue import JobQueue
 from edgefer.registry.desired import DesiredRecordError
 from edgefer.registry.store import ModelRegistry
 

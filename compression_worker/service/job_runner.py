@@ -24,12 +24,12 @@ from compression_worker.latency import latency_ms
 from compression_worker.prune.run import PruneConfig, run_prune
 from compression_worker.release import export_checkpoint, quantize_model
 from compression_worker.service.gate import GateConfig, decide
-from compression_worker.service.job_status import JobStatusStore
-from compression_worker.service.jobs import JobSpec
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.training.progress import epoch_listener
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, train_model
 from compression_worker.training.trainer import OptimConfig
+from edgefer.jobs.spec import JobSpec
+from edgefer.jobs.status import JobStatusStore
 from edgefer.onnx_model import OnnxFaceClassifier
 from edgefer.registry.manifest import EXPECTED_INPUT, card_metrics
 from edgefer.registry.signing import ManifestSigner

@@ -18,13 +18,14 @@ import torch
 from prometheus_client import start_http_server
 
 from compression_worker.service.fleet_metrics import FleetCollector
-from compression_worker.service.job_queue import Delivery, JobQueue
+from compression_worker.service.job_checks import check_runnable
 from compression_worker.service.job_runner import JobContext, JobRunner
-from compression_worker.service.job_status import JobStatusStore
-from compression_worker.service.jobs import JobError, JobSpec
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.service.settings import WorkerServiceSettings
 from edgefer.datasets import DatasetError
+from edgefer.jobs.queue import Delivery, JobQueue
+from edgefer.jobs.spec import JobError, JobSpec
+from edgefer.jobs.status import JobStatusStore
 from edgefer.registry.connection import connect
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry
@@ -73,7 +74,7 @@ class Worker:
         log.info("job %s: %s", spec.job_id, spec.to_json())
         self.status.update(spec.job_id, state="running", spec=spec.to_json(), worker=self.settings.consumer)
         try:
-            spec.check()
+            check_runnable(spec)
             ctx = JobContext(spec, self.settings.work_dir / spec.job_id, self.registry, self.signer, self.settings.gate(),
                              self.status, self.metrics, lambda: self.queue.keep_alive(delivery))
             outcome = JobRunner(ctx).run()

@@ -53,3 +53,19 @@ class FleetKeys:
 
     def node_status(self, node_id: str) -> str:
         return f"{self._base}:node:{node_id}"
+
+    # -- compression jobs (edgefer/jobs) ----------------------------------------------------------
+
+    @property
+    def job_stream(self) -> str:
+        """Redis Stream of submitted jobs, read by the workers' consumer group."""
+        return f"{self._base}:job-stream"
+
+    def job(self, job_id: str) -> str:
+        """Hash: a job's status fields (state, stage, progress, results)."""
+        return f"{self._base}:job:{job_id}"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set: job id -> first seen unix time (the `edgefer-jobs list` index)."""
+        return f"{self._base}:jobs"

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compression_worker.service.job_queue import JobQueue
-from compression_worker.service.job_status import ENDED, JobStatusStore
 from edgefer.datasets import load_faces
+from edgefer.jobs.queue import JobQueue
+from edgefer.jobs.status import ENDED, JobStatusStore
 from edgefer.localfleet.edge_nodes import EdgeNodeProcess
 from edgefer.localfleet.ports import free_port
 from edgefer.localfleet.redis_server import RedisServer

@@ -7,18 +7,20 @@ import time
 
 import redis
 
+from edgefer.registry.keys import FleetKeys
+
 ENDED = ("published", "rejected", "failed")
 NOT_RERUN = ("published", "rejected")  # a redelivered job that ended so is acknowledged, not run again
 
 
 class JobStatusStore:
-    def __init__(self, client: redis.Redis, fleet: str = "default", prefix: str = "edgefer") -> None:
+    def __init__(self, client: redis.Redis, fleet: str = "default") -> None:
         self.client = client
-        self._base = f"{prefix}:{fleet}:job"
-        self.index = f"{prefix}:{fleet}:jobs"
+        self._keys = FleetKeys(fleet)
+        self.index = self._keys.jobs
 
     def key(self, job_id: str) -> str:
-        return f"{self._base}:{job_id}"
+        return self._keys.job(job_id)
 
     def update(self, job_id: str, **fields: object) -> None:
         encoded = {k: json.dumps(v) for k, v in fields.items()}

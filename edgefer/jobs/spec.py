@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 
 class JobError(ValueError):
@@ -55,25 +54,17 @@ class JobSpec:
             if value is not None and not _type_ok(value, expected):
                 raise JobError(f"job setting {name}: {value!r} is not {expected}")
         spec = cls(**data)
+        spec.check_settings()
         return spec if spec.job_id else cls(**{**data, "job_id": uuid.uuid4().hex[:12]})
 
-    def check(self) -> None:
-        """Fail fast on what can be known before training."""
-        from compression_worker.model.ean import PRESETS  # torch: only where the job runs, not where it is submitted
-
-        if not Path(self.data).exists():
-            raise JobError(f"{self.data}: no such data file or folder")
-        if self.test_data and not Path(self.test_data).exists():
-            raise JobError(f"{self.test_data}: no such test data file")
-        if self.arch not in PRESETS:
-            raise JobError(f"unknown architecture {self.arch!r}; choose from {sorted(PRESETS)}")
+    def check_settings(self) -> None:
+        """What is wrong whatever machine runs the job (ranges, modes), so a submitter hears it at once; what
+        depends on the worker (its files, its architectures) is checked there
+        (compression_worker/service/job_checks.py)."""
         if not 0 < self.prune_target < 0.95:
             raise JobError(f"impossible pruning target {self.prune_target}: give the share of MACs to remove, in (0, 0.95)")
         if self.distill_mode not in ("cached", "consistent"):
             raise JobError(f"unknown distill_mode {self.distill_mode!r}; use cached or consistent")
-        for teacher in self.teachers or []:
-            if not Path(teacher).exists():
-                raise JobError(f"{teacher}: no such teacher model file")
         if self.teachers and self.rounds < 1:
             raise JobError("given teachers need rounds >= 1: the distilled EAN is what gets pruned")
         if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0:

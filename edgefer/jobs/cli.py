@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import redis
 from tqdm import tqdm
 
-from compression_worker.service.job_queue import JobQueue
-from compression_worker.service.job_status import ENDED, JobStatusStore
-from compression_worker.service.jobs import JobError, JobSpec
 from edgefer.env_settings import EnvSettings
+from edgefer.jobs.queue import JobQueue
+from edgefer.jobs.spec import JobError, JobSpec
+from edgefer.jobs.status import ENDED, JobStatusStore
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import redis
 
+from edgefer.registry.keys import FleetKeys
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -20,9 +22,9 @@ class Delivery:
 
 
 class JobQueue:
-    def __init__(self, client: redis.Redis, fleet: str = "default", consumer: str = "worker", prefix: str = "edgefer") -> None:
+    def __init__(self, client: redis.Redis, fleet: str = "default", consumer: str = "worker") -> None:
         self.client = client
-        self.stream = f"{prefix}:{fleet}:job-stream"
+        self.stream = FleetKeys(fleet).job_stream
         self.group = "compression-workers"
         self.consumer = consumer
         try:
