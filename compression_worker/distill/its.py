@@ -35,6 +35,7 @@ from compression_worker.distill.teachers import EnsembleTeacher, Teacher, TorchT
 from compression_worker.model.ean import EAN, PRESETS
 from compression_worker.provenance import git_commit
 from compression_worker.training.checkpoint import load_model, load_network, save_model
+from compression_worker.training.resumable import run_resumable_steps, note_test_accuracy
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
 
@@ -164,24 +165,24 @@ def run_its(cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
     source_commit = git_commit()
     splits = load_splits(data)
     previous: np.ndarray | None = None
-    rounds: list[dict] = []
-    for k in range(cfg.rounds + 1):
-        folder = workdir / f"round{k}"
-        done = folder / "metrics.json"
-        if done.exists():
-            print(f"round {k}: already done, skipping", flush=True)
-            if k > 0 and (folder / "refined_labels.npz").exists():
-                previous = np.load(folder / "refined_labels.npz")["probs"]
-        elif k == 0:
+
+    def run(k: int, folder: Path) -> None:
+        nonlocal previous
+        if k == 0:
             print("round 0: " + ("the given teacher(s)" if cfg.teachers else "teacher on hard labels"), flush=True)
             _round0(cfg, optim, splits, workdir, device)
         else:
             print(f"round {k}: {cfg.mode} distillation from round {k - 1} (T={cfg.temperature}, alpha={cfg.alpha}, "
                   f"refine={cfg.refine})", flush=True)
             previous = _student_round(k, cfg, optim, splits, workdir, device, previous)
-        rounds.append(json.loads(done.read_text()))
-        test = f", test {rounds[-1]['test_acc'] * 100:.2f}%" if "test_acc" in rounds[-1] else ""
-        print(f"round {k}: val {rounds[-1]['val_acc'] * 100:.2f}%{test}", flush=True)
+
+    def resume(k: int, folder: Path) -> None:
+        nonlocal previous
+        if k > 0 and (folder / "refined_labels.npz").exists():
+            previous = np.load(folder / "refined_labels.npz")["probs"]
+
+    rounds = run_resumable_steps(workdir, "round", range(cfg.rounds + 1), run, resume,
+                                 lambda m: f"val {m['val_acc'] * 100:.2f}%{note_test_accuracy(m)}")
     final = workdir / f"round{cfg.rounds}"
     final.mkdir(parents=True, exist_ok=True)
     return write_stage_summary(workdir / "its.json", final, source_commit, data, optim, its=cfg.to_dict(), rounds=rounds,

@@ -26,6 +26,7 @@ from compression_worker.prune.ratios import RatioPolicy, plan_keep
 from compression_worker.prune.retrain import changed_modules, only_training
 from compression_worker.prune.structure import channel_dims, dependency_graph, eca_kernels_of, macs_of, prune_channels
 from compression_worker.training.checkpoint import load_model, save_model
+from compression_worker.training.resumable import run_resumable_steps, note_test_accuracy
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
 from edgefer.datasets import data_sha256
@@ -151,26 +152,27 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
     else:
         criterion = _cached_criterion(teacher, teacher_paths, cfg, optim, splits, workdir, device)
     reference = macs_of(unpruned.config)
-    steps = [model_metrics(unpruned, splits, device, {"step": 0, "macs": reference})]
     current = unpruned
-    for k in range(1, cfg.steps + 1):
-        folder = workdir / f"step{k}"
-        done = folder / "metrics.json"
-        if done.exists():
-            print(f"step {k}: already done, skipping", flush=True)
-            current = load_model(folder / "model.pt")
-        else:
-            goal = 1 - (1 - cfg.target_macs_reduction) ** (k / cfg.steps)
-            print(f"step {k}/{cfg.steps}: prune to {100 * (1 - goal):.1f}% of the MACs ({cfg.importance}, {cfg.ratios} ratios)")
-            pruned = _prune_step(current, reference, goal, cfg, folder)
-            current = _retrain(pruned, current, cfg, optim, splits, criterion, folder, device)
-            save_model(current, folder / "model.pt")
-            metrics = model_metrics(current, splits, device, {"step": k, "macs": macs_of(current.config)})
-            done.write_text(json.dumps(metrics, indent=2))
-        steps.append(json.loads(done.read_text()))
-        test = f", test {100 * steps[-1]['test_acc']:.2f}%" if "test_acc" in steps[-1] else ""
-        print(f"step {k}: {steps[-1]['params']:,} params, {steps[-1]['macs'] / 1e6:.2f}M MACs/pass, "
-              f"val {100 * steps[-1]['val_acc']:.2f}%{test}", flush=True)
+
+    def run(k: int, folder: Path) -> None:
+        nonlocal current
+        goal = 1 - (1 - cfg.target_macs_reduction) ** (k / cfg.steps)
+        print(f"step {k}/{cfg.steps}: prune to {100 * (1 - goal):.1f}% of the MACs ({cfg.importance}, {cfg.ratios} ratios)")
+        pruned = _prune_step(current, reference, goal, cfg, folder)
+        current = _retrain(pruned, current, cfg, optim, splits, criterion, folder, device)
+        save_model(current, folder / "model.pt")
+        metrics = model_metrics(current, splits, device, {"step": k, "macs": macs_of(current.config)})
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    def resume(k: int, folder: Path) -> None:
+        nonlocal current
+        current = load_model(folder / "model.pt")
+
+    def describe(m: dict) -> str:
+        return f"{m['params']:,} params, {m['macs'] / 1e6:.2f}M MACs/pass, val {100 * m['val_acc']:.2f}%{note_test_accuracy(m)}"
+
+    steps = [model_metrics(unpruned, splits, device, {"step": 0, "macs": reference})]
+    steps += run_resumable_steps(workdir, "step", range(1, cfg.steps + 1), run, resume, describe)
     final = workdir / f"step{cfg.steps}"
     return write_stage_summary(workdir / "prune.json", final, source_commit, data, optim, pruned_from=str(model_path),
                                teacher=" + ".join(str(p) for p in teacher_paths),
