@@ -179,12 +179,15 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    from compression_worker.prune.importance import IMPORTANCES
+    from compression_worker.prune.run import PruneConfig
+
     p = sub.add_parser("prune", help="structured channel pruning with local channel retraining, resumable per step")
     _add_training_flags(p, settings, "prune", epochs=1)  # per phase: --local-epochs, --finetune-epochs
     p.set_defaults(lr=0.02, func=_run_prune)
     p.add_argument("--model", type=Path, required=True, help="the (distilled) model.pt to prune")
     p.add_argument("--target", type=float, default=0.5, help="share of multiply-adds to remove (0..1)")
-    p.add_argument("--importance", default="l2-gamma", choices=["l2-gamma", "l1", "bn-gamma", "random"],
+    p.add_argument("--importance", default=PruneConfig.importance, choices=IMPORTANCES,
                    help="channel importance: kernel L2 norm x BatchNorm gamma (default), or an ablation")
     p.add_argument("--l2-weight", type=float, default=0.5, help="l2-gamma: weight of the kernel L2 norm against |gamma|")
     p.add_argument("--ratios", default="derived", choices=["derived", "uniform"], help="per-layer ratios")

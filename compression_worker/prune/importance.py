@@ -52,6 +52,9 @@ def _in_root_order(per_channel: torch.Tensor, idxs: list[int], root_idxs: torch.
     return out
 
 
+IMPORTANCES = ("l2-gamma", "l1", "bn-gamma", "random")  # make_importance's names; l2-gamma is the method's
+
+
 def make_importance(name: str, l2_weight: float = 0.5) -> tp.importance.Importance:
     """The criteria compared in docs/BENCHMARKS.md, by name."""
     if name == "l2-gamma":
@@ -62,4 +65,4 @@ def make_importance(name: str, l2_weight: float = 0.5) -> tp.importance.Importan
         return tp.importance.BNScaleImportance(normalizer=None)
     if name == "random":
         return tp.importance.RandomImportance()
-    raise ValueError(f"unknown importance {name!r}: choose l2-gamma, l1, bn-gamma or random")
+    raise ValueError(f"unknown importance {name!r}: choose from {', '.join(IMPORTANCES)}")

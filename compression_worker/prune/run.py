@@ -35,7 +35,7 @@ from edgefer.datasets import data_sha256
 @dataclass(frozen=True)
 class PruneConfig:
     target_macs_reduction: float = 0.5  # of the unpruned model's multiply-adds
-    importance: str = "l2-gamma"  # l2-gamma | l1 | bn-gamma | random
+    importance: str = "l2-gamma"  # one of prune.importance.IMPORTANCES
     l2_weight: float = 0.5  # l2-gamma: weight of the kernel norm against |gamma|
     ratios: str = "derived"  # derived (global threshold) | uniform
     min_keep_fraction: float = 0.2
