@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import multiprocessing as mp
 import queue
@@ -40,6 +39,7 @@ from edgefer.localfleet.redis_server import RedisServer
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner, TrustedKey, generate_keypair
+from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
 from edgefer.timestamps import utc_now_iso
 from services.edge.metrics import EdgeMetrics
@@ -191,14 +191,14 @@ def percentile(sorted_values: list[float], share: float, total: int) -> float:
     return sorted_values[needed - 1] if len(sorted_values) >= needed else float("inf")
 
 
-def all_reported_since(client: redis.Redis, node_ids: list[str], since: float, sha256: str) -> bool:
-    keys = [f"edgefer:{FLEET}:node:{n}" for n in node_ids]
+def all_reported_since(registry: ModelRegistry, node_ids: list[str], since: float, sha256: str) -> bool:
+    keys = [registry.keys.node_status(n) for n in node_ids]
     for start in range(0, len(keys), 500):
-        for raw in client.mget(keys[start:start + 500]):
+        for raw in registry.client.mget(keys[start:start + 500]):
             if raw is None:
                 return False
-            record = json.loads(raw)
-            if record["heartbeat"] < since or record["sha256"] != sha256:
+            status = NodeStatus.from_json(raw)
+            if status.heartbeat < since or status.sha256 != sha256:
                 return False
     return True
 
@@ -253,7 +253,7 @@ def run_fleet(nodes: int, processes: int, versions: int, outage_s: float, spread
             clients = int(client.info("clients")["connected_clients"])
             if connected_s == float("inf") and clients >= 2 * nodes:
                 connected_s = time.time() - restarted
-            if converged_s == float("inf") and all_reported_since(client, node_ids, restarted, second.sha256):
+            if converged_s == float("inf") and all_reported_since(registry, node_ids, restarted, second.sha256):
                 converged_s = time.time() - restarted
             if connected_s < float("inf") and converged_s < float("inf"):
                 break

@@ -30,15 +30,7 @@ class FleetCollector(Collector):
         self.stale_after_s = stale_after_s
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        up = GaugeMetricFamily("edgefer_fleet_registry_up", "1 when the worker could read the fleet from the registry")
-        nodes = GaugeMetricFamily("edgefer_fleet_nodes", "Nodes ever seen, by state (as `edgefer-registry status`)",
-                                  labels=["state"])
-        serving = GaugeMetricFamily("edgefer_fleet_serving_nodes", "Live nodes by the version they serve",
-                                    labels=["version"])
-        desired = GaugeMetricFamily("edgefer_fleet_desired_version", "The version every node should serve")
-        canary = GaugeMetricFamily("edgefer_fleet_canary_version", "The canary version (0: no canary)")
-        canary_percent = GaugeMetricFamily("edgefer_fleet_canary_percent", "The canary's share of nodes")
-        queue = GaugeMetricFamily("edgefer_worker_queue_jobs", "Jobs submitted and not yet acknowledged", labels=["state"])
+        up, nodes, serving, desired, canary, canary_percent, queue = families = _families()
         try:
             try:
                 record = self.registry.desired()
@@ -63,14 +55,21 @@ class FleetCollector(Collector):
             canary_percent.add_metric([], record.canary.percent if record.canary else 0)
         queue.add_metric(["waiting"], waiting)
         queue.add_metric(["running"], running)
-        yield from (up, nodes, serving, desired, canary, canary_percent, queue)
+        yield from families
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """The families without reading Redis (registration must not depend on it)."""
-        yield GaugeMetricFamily("edgefer_fleet_registry_up", "")
-        yield GaugeMetricFamily("edgefer_fleet_nodes", "", labels=["state"])
-        yield GaugeMetricFamily("edgefer_fleet_serving_nodes", "", labels=["version"])
-        yield GaugeMetricFamily("edgefer_fleet_desired_version", "")
-        yield GaugeMetricFamily("edgefer_fleet_canary_version", "")
-        yield GaugeMetricFamily("edgefer_fleet_canary_percent", "")
-        yield GaugeMetricFamily("edgefer_worker_queue_jobs", "", labels=["state"])
+        yield from _families()
+
+
+def _families() -> tuple[GaugeMetricFamily, ...]:
+    """The exported families, empty: collect() fills them, describe() names them."""
+    return (
+        GaugeMetricFamily("edgefer_fleet_registry_up", "1 when the worker could read the fleet from the registry"),
+        GaugeMetricFamily("edgefer_fleet_nodes", "Nodes ever seen, by state (as `edgefer-registry status`)", labels=["state"]),
+        GaugeMetricFamily("edgefer_fleet_serving_nodes", "Live nodes by the version they serve", labels=["version"]),
+        GaugeMetricFamily("edgefer_fleet_desired_version", "The version every node should serve"),
+        GaugeMetricFamily("edgefer_fleet_canary_version", "The canary version (0: no canary)"),
+        GaugeMetricFamily("edgefer_fleet_canary_percent", "The canary's share of nodes"),
+        GaugeMetricFamily("edgefer_worker_queue_jobs", "Jobs submitted and not yet acknowledged", labels=["state"]),
+    )

@@ -45,9 +45,8 @@ class ModelCache:
         return self.directory / "current"
 
     def store(self, manifest: Manifest, blob: bytes) -> None:
-        """Keep a verified version and make it the one a restart serves."""
+        """Keep a verified version and make it the one a restart serves (select writes its manifest)."""
         _write_atomic(self._blob(manifest.sha256), blob)
-        _write_atomic(self._manifest(manifest.sha256), manifest.to_json().encode())
         self.select(manifest)
 
     def select(self, manifest: Manifest) -> bool:
