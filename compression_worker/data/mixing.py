@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from edgefer.settings_fields import option
+
 
 @dataclass(frozen=True)
 class MixConfig:
-    mixup_alpha: float = 0.0  # Beta(alpha, alpha) for the mixing weight; 0: off
-    cutmix_alpha: float = 0.0  # 0: off
-    prob: float = 1.0  # share of batches that are mixed
+    mixup_alpha: float = option(0.0, flag="mixup")  # mixup Beta(a, a) parameter (0: off)
+    cutmix_alpha: float = option(0.0, flag="cutmix")  # CutMix Beta(a, a) parameter (0: off)
+    prob: float = option(1.0, flag="mix-prob")  # share of batches mixed when mixup or CutMix is on
     cutmix_share: float = 0.5  # when both are on: share of mixed batches that use CutMix
 
     def __post_init__(self) -> None:

@@ -22,7 +22,6 @@ A rerun skips finished rounds and resumes an unfinished one at its last epoch.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,26 +34,29 @@ from compression_worker.distill.teachers import EnsembleTeacher, Teacher, TorchT
 from compression_worker.model.ean import EAN, PRESETS
 from compression_worker.provenance import git_commit
 from compression_worker.training.checkpoint import load_model, load_network, save_model
-from compression_worker.training.resumable import run_resumable_steps, note_test_accuracy
+from compression_worker.training.resumable import note_test_accuracy, run_resumable_steps, write_json_atomic
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
+from edgefer.settings_fields import option
 
 MODES = ("cached", "consistent")
 
 
 @dataclass(frozen=True)
 class ITSConfig:
-    arch: str = "ean-s"
-    rounds: int = 3
-    temperature: float = 4.0
+    arch: str = "ean-s"  # the student's EAN preset
+    rounds: int = 3  # student rounds after the round-0 teacher
+    temperature: float = 4.0  # softmax temperature of the soft labels
     alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha goes to hard-label cross-entropy
-    weight_transfer: bool = True
-    refine: str = "latest"  # latest | average
-    mirror_soft_labels: bool = True
+    weight_transfer: bool = True  # start each student from the previous round's weights (no: from scratch)
+    refine: str = option("latest", choices=("latest", "average"))  # how soft labels combine across rounds
+    mirror_soft_labels: bool = True  # soft labels from face and mirror averaged (no: the face alone)
     restart_lr: float = 0.05  # peak learning rate of a warm-restarted round (weight transfer)
-    teachers: tuple[Path, ...] = ()  # round 0 given instead of trained: checkpoints or .onnx, several = ensemble
-    mode: str = "cached"  # cached | consistent
-    student_init: Path | None = None  # round 1's starting weights when the teacher's cannot be transferred
+    teachers: tuple[Path, ...] = option((), flag="teacher", doc="round 0 given, not trained: a checkpoint of any zoo "
+                                        "architecture or an .onnx; repeat for an ensemble")
+    mode: str = option("cached", choices=MODES, doc="cached soft labels per round, or the teacher on every augmented "
+                       "batch (function matching)")
+    student_init: Path | None = None  # round 1's start when the teacher is another architecture (an EAN model.pt)
 
     def __post_init__(self) -> None:
         if self.arch not in PRESETS:
@@ -89,7 +91,7 @@ def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Pat
         if isinstance(given, TorchTeacher) and isinstance(given.model, EAN):  # one EAN: its weights can transfer
             save_model(given.model, folder / "model.pt")
         metrics = {"round": 0, "teacher": given.name, **_teacher_accuracy(given, splits, device)}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(folder / "metrics.json", metrics)
 
 
 def _teacher_accuracy(teacher: Teacher, splits: DataSplits, device: torch.device) -> dict:
@@ -155,7 +157,7 @@ def _student_round(
     Trainer(student, round_optim, folder, device, criterion=criterion).fit(splits.train, splits.val)
     best = load_model(folder / "best.pt")
     save_model(best, folder / "model.pt")
-    (folder / "metrics.json").write_text(json.dumps(model_metrics(best, splits, device, extra), indent=2))
+    write_json_atomic(folder / "metrics.json", model_metrics(best, splits, device, extra))
     return refined
 
 

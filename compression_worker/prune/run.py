@@ -21,34 +21,39 @@ from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_la
 from compression_worker.distill.teachers import Teacher, TorchTeacher, load_teachers
 from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
-from compression_worker.prune.importance import make_importance
+from compression_worker.prune.importance import IMPORTANCES, make_importance
 from compression_worker.prune.ratios import RatioPolicy, plan_keep
 from compression_worker.prune.retrain import changed_modules, only_training
 from compression_worker.prune.structure import channel_dims, dependency_graph, eca_kernels_of, macs_of, prune_channels
 from compression_worker.training.checkpoint import load_model, save_model
-from compression_worker.training.resumable import run_resumable_steps, note_test_accuracy
+from compression_worker.training.resumable import note_test_accuracy, run_resumable_steps, write_json_atomic
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
 from edgefer.datasets import data_sha256
+from edgefer.settings_fields import option
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    target_macs_reduction: float = 0.5  # of the unpruned model's multiply-adds
-    importance: str = "l2-gamma"  # one of prune.importance.IMPORTANCES
-    l2_weight: float = 0.5  # l2-gamma: weight of the kernel norm against |gamma|
-    ratios: str = "derived"  # derived (global threshold) | uniform
-    min_keep_fraction: float = 0.2
-    max_ratio: float = 0.8
-    channel_multiple: int = 8  # kept channel counts rounded up to a multiple (1: exact counts)
-    steps: int = 1  # iterative pruning: reach the target in this many prune+retrain steps
-    local_epochs: int = 3  # per step: only the touched layers (0 or local_retraining=False: none)
-    finetune_epochs: int = 6  # per step: the whole network
-    local_retraining: bool = True  # when off, the local epochs are spent fine-tuning the whole network
-    temperature: float = 2.0
+    target_macs_reduction: float = option(0.5, flag="target")  # share of the unpruned multiply-adds to remove (0..1)
+    importance: str = option("l2-gamma", choices=IMPORTANCES,
+                             doc="channel importance: kernel L2 norm x BatchNorm gamma, or an ablation")
+    l2_weight: float = 0.5  # l2-gamma: weight of the kernel L2 norm against |gamma|
+    ratios: str = option("derived", choices=("derived", "uniform"),
+                         doc="per-layer ratios: derived from the importance (a global threshold), or uniform")
+    min_keep_fraction: float = 0.2  # floor of channels kept per layer
+    max_ratio: float = 0.8  # cap on any layer's pruning ratio
+    channel_multiple: int = 8  # kept channels rounded up to a multiple (onnxruntime blocks by 8; 1: exact)
+    steps: int = 1  # iterative pruning: prune+retrain steps to reach the target
+    local_epochs: int = 3  # per step, retraining only the touched layers
+    finetune_epochs: int = 6  # per step, fine-tuning the whole network
+    local_retraining: bool = True  # retrain the touched layers first (no: fine-tune everything instead)
+    temperature: float = 2.0  # softmax temperature of the teacher's soft labels
     alpha: float = 0.5  # weight of the teacher's soft labels in the retraining loss
-    teachers: tuple[str, ...] = ()  # learn from these (checkpoints or .onnx, several = ensemble), not the unpruned model
-    distill_mode: str = "cached"  # cached soft labels | consistent: the teacher sees every augmented batch
+    teachers: tuple[str, ...] = option((), flag="teacher", doc="learn from this model (checkpoint or .onnx; repeat for "
+                                       "an ensemble) instead of the model being pruned")
+    distill_mode: str = option("cached", choices=MODES,
+                               doc="retrain on cached soft labels, or with the teacher on every augmented batch")
 
     def __post_init__(self) -> None:
         if self.distill_mode not in MODES:
@@ -162,7 +167,7 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
         current = _retrain(pruned, current, cfg, optim, splits, criterion, folder, device)
         save_model(current, folder / "model.pt")
         metrics = model_metrics(current, splits, device, {"step": k, "macs": macs_of(current.config)})
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(folder / "metrics.json", metrics)
 
     def resume(k: int, folder: Path) -> None:
         nonlocal current

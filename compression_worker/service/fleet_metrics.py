@@ -17,7 +17,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edgefer.jobs.queue import JobQueue
-from edgefer.registry.desired import DesiredRecordError
 from edgefer.registry.store import ModelRegistry
 
 NODE_STATES = ("ok", "syncing", "mismatch", "stale", "unreadable")
@@ -32,10 +31,7 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up, nodes, serving, desired, canary, canary_percent, queue = families = _families()
         try:
-            try:
-                record = self.registry.desired()
-            except DesiredRecordError:
-                record = None
+            record, _ = self.registry.desired_or_problem()
             rows = self.registry.fleet_view(record, self.stale_after_s)
             waiting, running = self.queue.depth()
         except redis.RedisError:

@@ -26,6 +26,7 @@ from compression_worker.release import export_checkpoint, quantize_model
 from compression_worker.service.gate import GateConfig, decide
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.training.progress import epoch_listener
+from compression_worker.training.resumable import write_json_atomic
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, train_model
 from compression_worker.training.trainer import OptimConfig
 from edgefer.jobs.spec import JobSpec
@@ -97,7 +98,7 @@ class JobRunner:
         seconds = time.monotonic() - started
         self.ctx.metrics.stage_seconds.labels(name).observe(seconds)
         self._done[name] = {**outputs, "seconds": seconds}
-        self._ledger.write_text(json.dumps(self._done, indent=2))
+        write_json_atomic(self._ledger, self._done)
         self._progress(name, 0)
         self.ctx.keep_alive()
         return self._done[name]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from compression_worker.service.gate import GateConfig
-from edgefer.env_settings import EnvSettings
+from edgefer.env_settings import EnvSettings, resolve_threads
 from edgefer.registry.connection import RegistryAccess
 
 
@@ -18,7 +17,7 @@ class WorkerServiceSettings(RegistryAccess, EnvSettings):
     consumer: str = socket.gethostname()  # this worker's name in the job stream's consumer group
     signing_key: Path | None = None  # Ed25519 private key that signs every published manifest
     metrics_port: int = 9200  # Prometheus /metrics port (0: no endpoint)
-    threads: int = os.cpu_count() or 1  # torch threads for training (0: all cores)
+    threads: int = 0  # torch threads for training (0: all cores)
     claim_idle_s: float = 600.0  # take over a job another worker left silent this long
     accuracy_tolerance: float = GateConfig.accuracy_tolerance  # gate: a candidate may be this much below the serving model's accuracy
     max_latency_ms: float = GateConfig.max_latency_ms  # gate: onnxruntime latency per face, one thread
@@ -26,10 +25,7 @@ class WorkerServiceSettings(RegistryAccess, EnvSettings):
     max_macs: int = GateConfig.max_macs  # gate: multiply-adds per face
 
     def __post_init__(self) -> None:
-        if self.threads < 0:
-            raise ValueError(f"setting threads must be >= 0 (0: all cores), got {self.threads}")
-        if self.threads == 0:  # as EDGEFER_THREADS=0 means for `edgefer-worker` (compression_worker/settings.py)
-            object.__setattr__(self, "threads", os.cpu_count() or 1)
+        object.__setattr__(self, "threads", resolve_threads("threads", self.threads))
 
     def gate(self) -> GateConfig:
         return GateConfig(self.accuracy_tolerance, self.max_latency_ms, self.max_size_bytes, self.max_macs)

@@ -4,8 +4,16 @@ started again skips (and reloads) every step that has one. ITS rounds and prunin
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """A JSON file that exists whole or not at all: the marker a resumed run trusts must never be half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
 
 
 def run_resumable_steps(
@@ -17,7 +25,8 @@ def run_resumable_steps(
     describe: Callable[[dict], str],
 ) -> list[dict]:
     """Run step k in workdir/<name><k> unless its metrics.json exists, in which case `resume` reloads what
-    later steps need; print `describe(metrics)` after each step; return every step's metrics in order."""
+    later steps need; print `describe(metrics)` after each step; return every step's metrics in order.
+    `run` ends by writing the folder's metrics.json with `write_json_atomic`."""
     results = []
     for k in steps:
         folder = workdir / f"{name}{k}"

@@ -16,15 +16,16 @@ from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_network, save_model
 from compression_worker.training.trainer import OptimConfig, Trainer, evaluate_model, predict_logits
 from edgefer.datasets import Faces, data_sha256, load_faces, stratified_split
+from edgefer.settings_fields import option
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    train_path: Path
-    test_path: Path | None = None
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    usage: str | None = None  # for a fer2013.csv: which Usage rows are the training set
+    train_path: Path = option(flag="data")  # npz, fer2013.csv or class folder
+    test_path: Path | None = option(None, flag="test-data")  # also report accuracy on this set (never used to choose)
+    val_fraction: float = 0.1  # stratified validation split held out of the training data for every choice
+    split_seed: int = 0  # seed of the validation split; fix it so that seeds of an ensemble share one split
+    usage: str | None = None  # with a fer2013.csv: the Usage rows to train on (e.g. Training)
 
 
 @dataclass(frozen=True)

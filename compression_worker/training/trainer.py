@@ -30,6 +30,7 @@ from compression_worker.training.progress import report_epoch
 from compression_worker.training.schedule import warmup_cosine
 from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
+from edgefer.settings_fields import option
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,19 @@ def hard_label_loss(label_smoothing: float) -> Criterion:
 class OptimConfig:
     """Everything that shapes one training run besides the model and the data."""
 
-    epochs: int = 55
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd (Nesterov) or adamw
-    lr: float = 0.1
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    final_lr_ratio: float = 0.0
-    label_smoothing: float = 0.0
-    seed: int = 0
+    epochs: int = 55  # epochs (per round, for distill; per phase, for prune: see its epoch settings)
+    batch_size: int = 128  # faces per step
+    optimizer: str = option("sgd", choices=("sgd", "adamw"))  # SGD with Nesterov momentum, or AdamW
+    lr: float = 0.1  # peak learning rate of the cosine schedule
+    weight_decay: float = 5e-4  # weight decay of the optimiser
+    momentum: float = 0.9  # SGD momentum
+    warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
+    final_lr_ratio: float = 0.0  # the cosine schedule ends at lr times this
+    label_smoothing: float = 0.0  # on the hard-label loss
+    seed: int = 0  # weights, augmentation and (unless --split-seed) the split
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mix: MixConfig = field(default_factory=MixConfig)
-    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
+    ema_decay: float = 0.0  # keep and validate an EMA of the weights (e.g. 0.999; 0: off)
     bf16_autocast: bool = True  # on a GPU only: forward and loss under bf16 autocast
 
     def __post_init__(self) -> None:

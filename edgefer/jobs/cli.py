@@ -1,6 +1,6 @@
 """`edgefer-jobs`: submit a compression job and follow it with a progress bar, or look at jobs.
 
-    edgefer-jobs submit --data /data/fer2013/train.npz --set prune_target=0.6 --follow
+    edgefer-jobs submit --data /data/fer2013/train.npz --prune-target 0.6 --follow
     edgefer-jobs status JOB_ID
     edgefer-jobs list
 """
@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import redis
 from tqdm import tqdm
@@ -21,6 +21,7 @@ from edgefer.jobs.queue import JobQueue
 from edgefer.jobs.spec import JobError, JobSpec
 from edgefer.jobs.status import ENDED, JobStatusStore
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
+from edgefer.settings_fields import add_dataclass_arguments
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefer-jobs", description=__doc__.splitlines()[0])
     JobsCliSettings.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("submit", help="queue a job")
-    p.add_argument("--data", required=True, help="npz, fer2013.csv or class folder, as the worker sees it")
-    p.add_argument("--job-id", default="", help="the job's name and idempotency key: resubmitting one id publishes once (default: a random id)")
-    p.add_argument("--set", type=_setting, action="append", default=[], help="a pipeline setting, key=value (repeatable)")
+    p = sub.add_parser("submit", help="queue a job (its settings: the flags below, or --set key=value)")
+    add_dataclass_arguments(p, JobSpec, omit_unset=True)
+    p.add_argument("--set", type=_setting, action="append", default=[],
+                   help="a job setting by its JSON name, key=value (repeatable; wins over the flag)")
     p.add_argument("--follow", action="store_true", help="show a progress bar until the job ends")
     p = sub.add_parser("status", help="one job")
     p.add_argument("job_id", help="the job's id, as `submit` or `list` printed it")
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         client = connect(settings)
         status = JobStatusStore(client, settings.fleet)
         if args.command == "submit":
-            spec = JobSpec.parse(json.dumps({"data": args.data, "job_id": args.job_id, **dict(args.set)}))
+            given = {f.name: getattr(args, f.name) for f in fields(JobSpec) if hasattr(args, f.name)}
+            spec = JobSpec.parse(json.dumps({**given, **dict(args.set)}))
             if status.get(spec.job_id) is None:  # a resubmitted job keeps its record (and publishes once)
                 status.update(spec.job_id, state="queued", spec=spec.to_json())
             JobQueue(client, settings.fleet, "submitter").submit(spec.to_json())

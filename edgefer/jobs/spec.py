@@ -6,6 +6,8 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, fields
 
+from edgefer.settings_fields import option, value_matches
+
 
 class JobError(ValueError):
     """A job that cannot run as given; the message goes into the job's status."""
@@ -14,25 +16,27 @@ class JobError(ValueError):
 @dataclass(frozen=True)
 class JobSpec:
     data: str  # npz, fer2013.csv or a class folder, as the worker sees the path
-    job_id: str = ""
+    job_id: str = ""  # the job's name and idempotency key: resubmitting one id publishes once (unset: a random id)
     usage: str | None = None  # with a fer2013.csv: the rows to train on
     test_data: str | None = None  # reported in the card, never used to decide
-    arch: str = "ean-s"
-    teacher_epochs: int = 55
-    rounds: int = 2
-    round_epochs: int = 8
-    temperature: float = 2.0
-    alpha: float = 0.5
-    distill_mode: str = "cached"  # cached soft labels (CPU budget) | consistent: the teacher on every augmented batch
-    teachers: list[str] | None = None  # round 0 given (checkpoints or .onnx, several = ensemble), not trained; pruning learns from it too
-    ema_decay: float = 0.0
-    mixup: float = 0.0
-    prune_target: float = 0.5
-    local_epochs: int = 2
-    finetune_epochs: int = 4
-    quantize: bool = True
-    promote: bool = True
-    seed: int = 0
+    arch: str = "ean-s"  # the EAN preset that is distilled, pruned and shipped
+    teacher_epochs: int = 55  # epochs of the round-0 teacher when none is given
+    rounds: int = 2  # ITS student rounds
+    round_epochs: int = 8  # epochs per ITS round
+    temperature: float = 2.0  # softmax temperature of the soft labels (ITS and pruning)
+    alpha: float = 0.5  # weight of the soft-label term (ITS and pruning)
+    distill_mode: str = option("cached", choices=("cached", "consistent"),
+                               doc="cached soft labels (a CPU budget), or the teacher on every augmented batch")
+    teachers: list[str] | None = option(None, flag="teacher", doc="round 0 given, not trained (checkpoints or .onnx; "
+                                        "repeat for an ensemble); pruning learns from it too")
+    ema_decay: float = 0.0  # keep and validate an EMA of the weights (0: off)
+    mixup: float = 0.0  # mixup Beta(a, a) parameter (0: off)
+    prune_target: float = 0.5  # share of multiply-adds pruning removes
+    local_epochs: int = 2  # per pruning step, retraining only the touched layers
+    finetune_epochs: int = 4  # per pruning step, fine-tuning the whole network
+    quantize: bool = True  # publish the INT8 model (no: the float one)
+    promote: bool = True  # roll out a version that passes the gate (no: publish only)
+    seed: int = 0  # weights, augmentation and the validation split
 
     @classmethod
     def parse(cls, raw: str | bytes) -> JobSpec:
@@ -50,8 +54,8 @@ class JobSpec:
         if "data" not in data:
             raise JobError("job needs a data path")
         for name, value in data.items():
-            expected = known[name].type
-            if value is not None and not _type_ok(value, expected):
+            expected = str(known[name].type)
+            if value is not None and not value_matches(expected, value):
                 raise JobError(f"job setting {name}: {value!r} is not {expected}")
         spec = cls(**data)
         spec.check_settings()
@@ -74,15 +78,3 @@ class JobSpec:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-
-def _type_ok(value: object, expected: str) -> bool:
-    if "list" in expected:
-        return isinstance(value, list) and all(isinstance(item, str) for item in value)
-    if "bool" in expected:
-        return isinstance(value, bool)
-    if "int" in expected:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if "float" in expected:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, str)

@@ -20,7 +20,7 @@ import redis
 from edgefer.env_settings import EnvSettings
 from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
-from edgefer.registry.desired import DesiredRecord, DesiredRecordError
+from edgefer.registry.desired import DesiredRecord
 from edgefer.registry.manifest import EXPECTED_INPUT, Manifest, card_metrics
 from edgefer.registry.signing import KeyFileError, ManifestSigner, generate_keypair
 from edgefer.registry.status import fleet_converged
@@ -89,11 +89,9 @@ def _print_desired(desired: DesiredRecord | None) -> None:
 
 def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
     """The fleet table; "converged" only when every live node serves its target's bytes (sha256)."""
-    try:
-        desired = registry.desired()
-    except DesiredRecordError as exc:
-        print(f"desired record: {exc}; `promote VERSION --force` replaces it")
-        desired = None
+    desired, problem = registry.desired_or_problem()
+    if problem:
+        print(f"desired record: {problem}; `promote VERSION --force` replaces it")
     rows = registry.fleet_view(desired, stale_after_s)
     epoch = registry.current_epoch()
     print(f"{'node':<24} {'serving':>8} {'target':>7} {'sha256':<12} {'epoch':<8} {'heartbeat':>10}  {'state':<10} last error")

@@ -146,6 +146,14 @@ class ModelRegistry:
         raw = self.client.get(self.keys.desired)
         return DesiredRecord.from_json(raw) if raw is not None else None
 
+    def desired_or_problem(self) -> tuple[DesiredRecord | None, str | None]:
+        """The desired record, or None and what is wrong with it: views of the fleet (status, metrics) go on
+        without a target where a node would refuse the record."""
+        try:
+            return self.desired(), None
+        except DesiredRecordError as exc:
+            return None, str(exc)
+
     def desired_state(self) -> tuple[DesiredRecord | None, str]:
         """The desired record and the registry's epoch, read in one round trip (what a node reconciles against)."""
         raw, epoch = self.reader.mget([self.keys.desired, self.keys.epoch])

@@ -17,6 +17,15 @@ from edgefer.labels import FACE_SIZE, NUM_CLASSES
 from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
 from edgefer.timestamps import utc_now_iso
 
+VersionLabel = str
+"""What a node calls the model it serves (responses, metrics, status): a registry version number as text, or the
+name a bootstrap file is served under. The registry's own versions are ints (edgefer/registry/manifest.py);
+`version_label` is the one conversion."""
+
+
+def version_label(version: int) -> VersionLabel:
+    return str(version)
+
 
 class ModelLoadError(RuntimeError):
     """A model file that must not be served; the message says why."""
@@ -24,14 +33,14 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    version: str
+    version: VersionLabel
     sha256: str
     classifier: OnnxFaceClassifier
     loaded_at: str
     data: bytes = field(repr=False)  # the ONNX bytes: what a node's other serving processes load
 
 
-def load_onnx_model(data: bytes, version: str, threads: int) -> LoadedModel:
+def load_onnx_model(data: bytes, version: VersionLabel, threads: int) -> LoadedModel:
     """Build a session from ONNX bytes and prove it works (shape, finiteness) before anyone can use it."""
     try:
         classifier = OnnxFaceClassifier(data, intra_op_threads=threads, spin=False)  # the node's cores are shared
@@ -56,7 +65,7 @@ def load_onnx_model(data: bytes, version: str, threads: int) -> LoadedModel:
     )
 
 
-def load_onnx_file(path: Path, threads: int, version: str | None = None) -> LoadedModel:
+def load_onnx_file(path: Path, threads: int, version: VersionLabel | None = None) -> LoadedModel:
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -26,7 +26,7 @@ from edgefer.registry.signing import KeyFileError, TrustedKey
 from edgefer.registry.status import NodeStatus, announce_spread, heartbeat_interval
 from edgefer.registry.store import ModelRegistry
 from services.edge.model_cache import ModelCache
-from services.edge.model_holder import LoadedModel, ModelLoadError, load_onnx_model
+from services.edge.model_holder import LoadedModel, ModelLoadError, load_onnx_model, version_label
 from services.edge.server import ServingNode
 
 log = logging.getLogger("edgefer.edge.sync")
@@ -101,7 +101,7 @@ class SyncAgent:
             return False
         manifest, blob = cached
         try:
-            self.node.swap(self.loader(blob, str(manifest.version), self.config.threads))
+            self.node.swap(self.loader(blob, version_label(manifest.version), self.config.threads))
         except ModelLoadError as exc:
             log.error("cached model not served: %s", exc)
             return False
@@ -210,7 +210,7 @@ class SyncAgent:
         manifest's number; False if they must be fetched. The same bytes can come back under a new number
         (republished after data loss) and a number can name new bytes: only the sha256 decides."""
         current, previous = self.node.holder.current(), self.node.holder.previous()
-        label = str(manifest.version)
+        label = version_label(manifest.version)
         if current is not None and current.sha256 == manifest.sha256:
             if current.version != label:
                 self.node.swap(replace(current, version=label))
@@ -272,7 +272,7 @@ class SyncAgent:
             blob = self.registry.blob(version) or b""
             manifest.check_blob(blob)
             stage = "load"
-            return blob, self.loader(blob, str(version), self.config.threads)
+            return blob, self.loader(blob, version_label(version), self.config.threads)
         except (ManifestError, ModelLoadError) as exc:
             raise VersionRefused(stage, str(exc)) from exc
 

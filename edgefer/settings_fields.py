@@ -1,0 +1,203 @@
+"""A dataclass field is the one source of a setting: its default, type and help text, and from them its
+command-line flag, its EDGEFER_* variable (edgefer/env_settings.py) and the check of a JSON job setting.
+
+A field's trailing comment is its help text. Field metadata may rename the flag (`flag`), restrict the
+values (`choices`) or give the help text where a comment cannot (`doc`); `tuple[X, ...]` and `list[X]`
+fields become repeatable flags (`--teacher a --teacher b`), `bool` fields `--x/--no-x`, and a field whose
+type is itself a settings dataclass (OptimConfig.augment) contributes its own fields' flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import io
+import re
+import tokenize
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, fields
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:")
+
+
+def option(default: Any = MISSING, *, flag: str | None = None, choices: Iterable[str] | None = None,
+           doc: str | None = None, default_factory: Any = MISSING) -> Any:
+    """A dataclass field with flag metadata, only where the flag's name, its choices or a help text too long
+    for a trailing comment (`doc`) are needed."""
+    metadata = {key: value for key, value in (("flag", flag), ("choices", tuple(choices) if choices else None),
+                                              ("help", doc)) if value is not None}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+@cache
+def setting_docs(cls: type) -> dict[str, str]:
+    """Field name -> its help text: metadata `help`, else its trailing comment, over the class and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        lines = source.splitlines()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.COMMENT and (match := _FIELD_LINE.match(lines[token.start[0] - 1])):
+                docs[match.group(1)] = token.string.lstrip("# ").strip()
+    if dataclasses.is_dataclass(cls):
+        docs.update({f.name: f.metadata["help"] for f in fields(cls) if "help" in f.metadata})
+    return docs
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else MISSING
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+
+
+def _kind(f: dataclasses.Field) -> str:
+    return str(f.type).replace("typing.", "")
+
+
+def _nested(owner: type, f: dataclasses.Field) -> type | None:
+    """The settings dataclass a field holds (OptimConfig.augment -> AugmentConfig), if it holds one."""
+    try:
+        hint = typing.get_type_hints(owner).get(f.name)
+    except NameError:  # an annotation only importable for type checkers: not a settings dataclass
+        return None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _element(kind: str) -> str:
+    """`tuple[Path, ...]` -> `Path`, `list[str] | None` -> `str`."""
+    match = re.search(r"(?:tuple|list)\[(\w+)", kind)
+    return match.group(1) if match else "str"
+
+
+def _repeated(kind: str) -> bool:
+    return kind.startswith(("tuple[", "list[")) and ("..." in kind or kind.startswith("list["))
+
+
+def parse_value(name: str, raw: str, kind: str) -> Any:
+    """Convert a flag or environment string to the field's type, naming the setting when it cannot."""
+    base = kind.replace(" | None", "").strip()
+    try:
+        if base == "int":
+            return int(raw)
+        if base == "float":
+            return float(raw)
+        if base == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if base == "Path":
+            return Path(raw) if raw else None
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
+
+
+def value_matches(kind: str, value: object) -> bool:
+    """Whether a JSON value fits a field's type (job settings arrive as JSON)."""
+    if value is None:
+        return "None" in kind
+    if _repeated(kind):
+        return isinstance(value, list) and all(value_matches(_element(kind), item) for item in value)
+    base = kind.replace(" | None", "").strip()
+    if base == "bool":
+        return isinstance(value, bool)
+    if base == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    exclude: Iterable[str] = (),
+    env: bool = False,
+    omit_unset: bool = False,
+) -> None:
+    """One flag per field of `cls` (and of the settings dataclasses it holds).
+
+    `defaults` overrides field defaults (a stage's own epochs, a value read from the environment); `env`
+    names the EDGEFER_* variable in the help; `omit_unset` leaves flags that were not given out of the
+    namespace (a job submitted with a few settings stays a job with a few settings).
+    """
+    from edgefer.env_settings import env_name
+
+    defaults = dict(defaults or {})
+    skip = set(exclude)
+    docs = setting_docs(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        if nested := _nested(cls, f):
+            add_dataclass_arguments(parser, nested, defaults=defaults, exclude=skip, env=env, omit_unset=omit_unset)
+            continue
+        kind = _kind(f)
+        default = defaults.get(f.name, field_default(f))
+        shown = "unset" if default in ("", None, ()) else default
+        suffix = f"; ${env_name(f.name)}" if env else ""
+        note = "required" if default is MISSING else f"default: {shown}{suffix}"
+        text = f"{docs.get(f.name, '')} ({note})".replace("%", "%%").lstrip()
+        kwargs: dict[str, Any] = {"dest": f.name, "help": text}
+        if kind != "bool" and "choices" not in f.metadata:
+            kwargs["metavar"] = flag_of(f)[2:].replace("-", "_").upper()
+        if default is MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = argparse.SUPPRESS if omit_unset else default
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if kind == "bool":
+            parser.add_argument(flag_of(f), action=argparse.BooleanOptionalAction, **kwargs)
+        elif _repeated(kind):
+            if not omit_unset and default is not MISSING:
+                kwargs["default"] = None  # argparse appends to a given default; None -> the field's default
+            parser.add_argument(flag_of(f), action="append", type=_converter(f.name, _element(kind)), **kwargs)
+        elif kind.startswith("tuple["):
+            parser.add_argument(flag_of(f), nargs=kind.count(",") + 1, type=_converter(f.name, _element(kind)), **kwargs)
+        else:
+            parser.add_argument(flag_of(f), type=_converter(f.name, kind), **kwargs)
+
+
+def _converter(name: str, kind: str):
+    def convert(raw: str) -> Any:
+        try:
+            return parse_value(name, raw, kind)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return convert
+
+
+def dataclass_from_namespace(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """The settings object the flags of `add_dataclass_arguments` describe (nested settings included)."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif nested := _nested(cls, f):
+            values[f.name] = dataclass_from_namespace(nested, args)
+        elif hasattr(args, f.name):
+            value = getattr(args, f.name)
+            kind = _kind(f)
+            if _repeated(kind):
+                value = field_default(f) if value is None else (tuple(value) if kind.startswith("tuple[") else list(value))
+            elif kind.startswith("tuple[") and isinstance(value, list):
+                value = tuple(value)
+            values[f.name] = value
+    return cls(**values)
