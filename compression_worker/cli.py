@@ -12,8 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from compression_worker.lineage_store import LineageStore
 from compression_worker.settings import WorkerSettings
 from edgefer.env_settings import resolve_threads
+from edgefer.jobs.lineage import Artefact
 from edgefer.settings_fields import add_dataclass_arguments, dataclass_from_namespace
 
 
@@ -170,6 +172,53 @@ def _run_quantize(args: argparse.Namespace) -> None:
           f"wrote {args.output} ({card.size_bytes:,} bytes) and {args.output.with_suffix('.json')}")
 
 
+def _add_lineage(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    from compression_worker.training.run import DataConfig
+
+    p = sub.add_parser("lineage", help="the lineage store: list it, or add a model as a teacher jobs can start from")
+    p.add_argument("action", choices=["list", "add"], help="list the stored artefacts, or add --model")
+    p.add_argument("--dir", type=Path, default=settings.runs_dir / "lineage",
+                   help="the lineage folder (default: %(default)s, the worker service's lineage_dir)")
+    p.add_argument("--model", type=Path, help="add: a checkpoint of any zoo architecture, or an exported .onnx")
+    p.add_argument("--kind", default="teacher", choices=["teacher", "student"], help="add: what it is (default: teacher)")
+    p.add_argument("--parent", default=None, help="add: sha256 of the model it learnt from")
+    add_dataclass_arguments(p, DataConfig, defaults={"train_path": settings.train_data}, exclude=("test_path",))
+    _add_threads(p, settings)
+    p.set_defaults(func=_run_lineage)
+
+
+def _run_lineage(args: argparse.Namespace) -> None:
+    from edgefer.jobs.lineage import format_lineage
+
+    store = LineageStore(args.dir)
+    if args.action == "add":
+        if args.model is None:
+            raise ValueError("lineage add needs --model")
+        artefact = _add_to_lineage(store, args)
+        print(f"stored {args.model} as {artefact.kind} {artefact.sha256[:12]} ({artefact.arch}, held back "
+              f"{100 * artefact.held_back_accuracy:.2f}%) in {args.dir}")
+    records = store.records()
+    print(format_lineage(sorted(records, key=lambda a: a.created, reverse=True)) if records else f"{args.dir}: empty")
+
+
+def _add_to_lineage(store: LineageStore, args: argparse.Namespace) -> Artefact:
+    """Measure the model on the held-back faces of its data (the split every job of that data uses) and keep it."""
+    import torch
+
+    from compression_worker.distill.teachers import load_teacher, teacher_report
+    from compression_worker.model.zoo import arch_of
+    from compression_worker.training.checkpoint import load_network
+    from compression_worker.training.run import DataConfig, load_splits
+
+    torch.set_num_threads(args.threads)
+    data = dataclass_from_namespace(DataConfig, args, test_path=None)
+    held_back = load_splits(data).val
+    accuracy = teacher_report(load_teacher(args.model, torch.device("cpu")), held_back, torch.device("cpu")).accuracy
+    arch = "onnx" if args.model.suffix == ".onnx" else arch_of(load_network(args.model))
+    return store.add(args.model, kind=args.kind, arch=arch, data=data.identity(), split=data.split_rule(),
+                     held_back_accuracy=accuracy, parent=args.parent)
+
+
 def build_parser(settings: WorkerSettings | None = None) -> argparse.ArgumentParser:
     settings = settings or WorkerSettings.from_env()
     parser = argparse.ArgumentParser(prog="edgefer-worker", description=__doc__)
@@ -180,6 +229,7 @@ def build_parser(settings: WorkerSettings | None = None) -> argparse.ArgumentPar
     _add_export(sub, settings)
     _add_prune(sub, settings)
     _add_quantize(sub, settings)
+    _add_lineage(sub, settings)
     return parser
 
 

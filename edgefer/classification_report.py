@@ -31,6 +31,11 @@ class ClassificationReport:
             count=int(len(y_true)),
         )
 
+    @property
+    def macro_recall(self) -> float:
+        """Mean of the per-class recalls: what accuracy hides when a model gives up on a rare class."""
+        return round(sum(self.per_class_recall.values()) / len(self.per_class_recall), 4)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

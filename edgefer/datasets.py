@@ -164,6 +164,14 @@ def load_image_folder(root: Path) -> Faces:
     return Faces(np.stack(faces), np.asarray(labels, dtype=np.int64), str(root))
 
 
+def concat_faces(parts: list[Faces]) -> Faces:
+    """Several labelled sets as one (a base data set and the extra faces merged into it)."""
+    if len(parts) == 1:
+        return parts[0]
+    return Faces(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                 "+".join(p.source for p in parts))
+
+
 def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic per-class split, so that validation keeps the class balance of rare 'disgust'."""
     if not 0.0 < val_fraction < 1.0:

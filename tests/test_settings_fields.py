@@ -107,7 +107,7 @@ def test_threads_zero_means_all_cores_for_both_worker_settings(monkeypatch: pyte
 
 
 def test_job_submit_flags_are_the_job_spec() -> None:
-    args = jobs_parser().parse_args(["submit", "--data", "d.npz", "--prune-target", "0.6", "--teacher", "t.onnx",
+    args = jobs_parser().parse_args(["submit", "--data", "d.npz", "--prune-target", "0.6", "--teacher-file", "t.onnx",
                                      "--no-quantize", "--set", "rounds=1"])
     given = {f.name: getattr(args, f.name) for f in fields(JobSpec) if hasattr(args, f.name)}
     assert given == {"data": "d.npz", "prune_target": 0.6, "teachers": ["t.onnx"], "quantize": False}

@@ -27,7 +27,7 @@ from services.edge.settings import EdgeSettings
 from services.edge.sync_agent import SyncAgent, SyncConfig
 
 TINY_JOB = ["--set", "arch=ean-xs", "--set", "teacher_epochs=1", "--set", "rounds=1", "--set", "round_epochs=1",
-            "--set", "local_epochs=1", "--set", "finetune_epochs=1"]
+            "--set", "local_epochs=1", "--set", "finetune_epochs=1", "--prune-target", "0.5"]
 
 
 def make_worker(redis_server, signing_keys, tmp_path: Path, **gate) -> Worker:

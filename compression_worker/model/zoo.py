@@ -36,6 +36,18 @@ def build_model(arch: str) -> nn.Module:
     raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
+def arch_of(model: nn.Module) -> str:
+    """The zoo name of a network's architecture, or its family name for a shape no preset has (a pruned EAN)."""
+    for name in ARCHITECTURES:
+        if build_config(name) == model.config:
+            return name
+    return f"{family_of(model)}-custom"
+
+
+def build_config(arch: str) -> object:
+    return PRESETS[arch] if arch in PRESETS else TEACHERS[arch][1]
+
+
 def family_of(model: nn.Module) -> str:
     return getattr(model, "family", "ean")
 

@@ -1,17 +1,20 @@
-"""The evaluation gate: publish only a model that is at least as good as what the fleet serves (minus a
-tolerance) and fits the latency, size and multiply-add budgets of an edge node."""
+"""The evaluation gate: publish only a model that is at least as good as what its fleet serves (minus a
+tolerance), that does not give up on any one class, and that fits the fleet's device class (MAC, size and
+latency budgets, edgefer/registry/profile.py)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from edgefer.labels import CLASSES
+from edgefer.registry.profile import FleetProfile
+
 
 @dataclass(frozen=True)
 class GateConfig:
     accuracy_tolerance: float = 0.005  # may be this much below the serving model on the held-back split
-    max_latency_ms: float = 2.0  # batch 1, one thread, median
-    max_size_bytes: int = 2_000_000
-    max_macs: int = 25_000_000
+    max_recall_drop: float = 0.08  # no class's recall may fall more than this below the serving model's
+    budgets: FleetProfile = field(default_factory=FleetProfile)
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,25 @@ class GateDecision:
 
 
 def decide(cfg: GateConfig, candidate: dict, serving: dict | None) -> GateDecision:
-    """candidate/serving: accuracy on the same held-back faces; candidate also latency_ms, size_bytes, macs."""
+    """candidate/serving: accuracy and per-class recall on the same held-back faces; candidate also latency_ms,
+    size_bytes and macs. Every reason to refuse is listed, not only the first."""
     reasons = []
     if serving is not None and candidate["accuracy"] < serving["accuracy"] - cfg.accuracy_tolerance:
         reasons.append(
             f"accuracy {100 * candidate['accuracy']:.2f}% is below the serving version {serving['version']} "
             f"({100 * serving['accuracy']:.2f}%) minus {100 * cfg.accuracy_tolerance:.2f} points"
         )
-    if candidate["latency_ms"] > cfg.max_latency_ms:
-        reasons.append(f"latency {candidate['latency_ms']:.3f} ms exceeds {cfg.max_latency_ms} ms")
-    if candidate["size_bytes"] > cfg.max_size_bytes:
-        reasons.append(f"size {candidate['size_bytes']:,} bytes exceeds {cfg.max_size_bytes:,}")
-    if candidate["macs"] > cfg.max_macs:
-        reasons.append(f"{candidate['macs']:,} MACs exceed {cfg.max_macs:,}")
+    if serving is not None and "recall" in serving and "recall" in candidate:
+        for name, mine, theirs in zip(CLASSES, candidate["recall"], serving["recall"], strict=True):
+            if mine < theirs - cfg.max_recall_drop:
+                reasons.append(f"recall of {name} {100 * mine:.1f}% fell more than {100 * cfg.max_recall_drop:.0f} "
+                               f"points below the serving version's {100 * theirs:.1f}%")
+    budgets = cfg.budgets
+    if candidate["latency_ms"] > budgets.max_latency_ms:
+        reasons.append(f"latency {candidate['latency_ms']:.3f} ms exceeds {budgets.max_latency_ms} ms "
+                       f"({budgets.latency_threads} thread(s))")
+    if candidate["size_bytes"] > budgets.max_size_bytes:
+        reasons.append(f"size {candidate['size_bytes']:,} bytes exceeds {budgets.max_size_bytes:,}")
+    if candidate["macs"] > budgets.max_macs:
+        reasons.append(f"{candidate['macs']:,} MACs exceed {budgets.max_macs:,}")
     return GateDecision(not reasons, reasons, candidate, serving, asdict(cfg))

@@ -1,5 +1,9 @@
 """One job through the pipeline: teacher -> ITS -> prune -> export (+INT8) -> evaluate -> gate -> publish.
 
+The teacher comes from the lineage store when it holds one for this data (`teacher=best`, the default) and is
+trained (and stored) otherwise; the distilled student is stored too. Pruning aims at the job's fleet's MAC
+budget, and the gate uses that fleet's budgets and compares with what that fleet serves.
+
 Every stage writes its outputs into the job's work directory and records itself in stages.json when
 it is complete, so a worker that was killed resumes the job at the first unfinished stage (and the
 training stages resume at their last epoch). Publishing is idempotent by job id.
@@ -7,34 +11,45 @@ training stages resume at their last epoch). Publishing is idempotent by job id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from compression_worker.complexity import onnx_complexity
 from compression_worker.data.mixing import MixConfig
 from compression_worker.distill.its import ITSConfig, run_its
 from compression_worker.latency import latency_ms
+from compression_worker.lineage_store import LineageStore, file_sha256, trained_within
 from compression_worker.prune.run import PruneConfig, run_prune
+from compression_worker.prune.structure import macs_of
 from compression_worker.release import export_checkpoint, quantize_model
 from compression_worker.service.gate import GateConfig, decide
 from compression_worker.service.metrics import WorkerMetrics
+from compression_worker.training.checkpoint import load_model
 from compression_worker.training.progress import epoch_listener
 from compression_worker.training.resumable import write_json_atomic
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, train_model
 from compression_worker.training.trainer import OptimConfig
-from edgefer.jobs.spec import JobSpec
+from edgefer.classification_report import ClassificationReport
+from edgefer.datasets import Faces
+from edgefer.jobs.lineage import Artefact, LineageError
+from edgefer.jobs.spec import JobError, JobSpec
 from edgefer.jobs.status import JobStatusStore
+from edgefer.labels import CLASSES
 from edgefer.onnx_model import OnnxFaceClassifier
 from edgefer.registry.manifest import EXPECTED_INPUT, card_metrics
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry
+
+MIRROR_PASSES = 2  # the exported graph runs the network on the face and its mirror
+BUDGET_MARGIN = 0.98  # aim a little under the fleet's MAC budget: the ONNX count includes small ops the plan skips
+MAX_PRUNE = 0.9
 
 
 @dataclass
@@ -47,7 +62,8 @@ class JobContext:
     status: JobStatusStore
     metrics: WorkerMetrics
     keep_alive: Callable[[], None]
-    device: torch.device = torch.device("cpu")
+    lineage: LineageStore
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 class JobRunner:
@@ -57,10 +73,10 @@ class JobRunner:
         self.ctx = ctx
         self.spec = ctx.spec
         self.dir = ctx.workdir
-        self.data = DataConfig(Path(self.spec.data), None, 0.1, self.spec.seed, self.spec.usage)
+        s = self.spec
+        self.data = DataConfig(Path(s.data), None, 0.1, s.held_back_seed, s.usage, Path(s.extra_data) if s.extra_data else None)
         self._ledger = self.dir / "stages.json"
         self._done: dict[str, dict] = json.loads(self._ledger.read_text()) if self._ledger.exists() else {}
-        s = self.spec
         self._weights = {
             "teacher": s.teacher_epochs, "distill": s.rounds * s.round_epochs, "prune": s.local_epochs + s.finetune_epochs,
             "export": 2, "evaluate": 1, "gate": 0, "publish": 0,
@@ -80,7 +96,9 @@ class JobRunner:
         self.ctx.status.update(self.spec.job_id, gate=gate)
         if not gate["passed"]:
             return "rejected"
-        published = self._stage("publish", lambda: self._publish(Path(candidate["onnx"]), evaluation["candidate"]))
+        lineage = {"teacher": teacher.get("sha256"), "student": self._done["distill"].get("sha256"),
+                   "data": self._identity, "split": self.data.split_rule()}
+        published = self._stage("publish", lambda: self._publish(Path(candidate["onnx"]), evaluation["candidate"], lineage))
         self.ctx.status.update(self.spec.job_id, published_version=published["version"])
         self.ctx.metrics.last_published_accuracy.set(evaluation["candidate"]["accuracy"])
         return "published"
@@ -121,6 +139,10 @@ class JobRunner:
         self.ctx.metrics.progress.set(fraction)
 
     @cached_property
+    def _identity(self) -> str:
+        return self.data.identity()
+
+    @cached_property
     def _splits(self) -> DataSplits:
         """The job's train/held-back split, read once for the stages after training (export, evaluate)."""
         return load_splits(self.data)
@@ -132,27 +154,95 @@ class JobRunner:
         return OptimConfig(epochs=epochs, lr=lr, seed=s.seed, ema_decay=s.ema_decay, mix=MixConfig(mixup_alpha=s.mixup))
 
     def _teacher(self) -> dict:
-        if self.spec.teachers:
-            return {"models": list(self.spec.teachers)}
-        summary = train_model(self.spec.arch, self.data, self._optim(self.spec.teacher_epochs), self.dir / "teacher", self.ctx.device)
-        return {"model": str(self.dir / "teacher" / "model.pt"), "val_acc": summary["best_val_acc"]}
+        s = self.spec
+        if s.teachers:
+            return {"models": list(s.teachers), "source": "given", "sha256": file_sha256(Path(s.teachers[0]))}
+        if s.teacher != "train" and (stored := self._stored_teacher()) is not None:
+            return {"model": str(self.ctx.lineage.path(stored.sha256)), "sha256": stored.sha256, "source": "lineage",
+                    "arch": stored.arch, "val_acc": stored.held_back_accuracy}
+        arch = s.teacher_arch or s.arch
+        summary = train_model(arch, self.data, self._optim(s.teacher_epochs), self.dir / "teacher", self.ctx.device)
+        artefact = self.ctx.lineage.add(self.dir / "teacher" / "model.pt", kind="teacher", arch=arch, data=self._identity,
+                                        split=self.data.split_rule(), held_back_accuracy=summary["best_val_acc"],
+                                        job_id=s.job_id)
+        return {"model": str(self.dir / "teacher" / "model.pt"), "sha256": artefact.sha256, "source": "trained",
+                "arch": arch, "val_acc": summary["best_val_acc"]}
+
+    def _stored_teacher(self) -> Artefact | None:
+        """teacher=best: the most accurate stored model this job's held-back faces can judge (None: train one);
+        teacher=<sha256>: that artefact, refused when it may have trained on this job's held-back faces."""
+        split = self.data.split_rule()
+        if self.spec.teacher == "best":
+            return self.ctx.lineage.best(self._identity, split)
+        try:
+            artefact = self.ctx.lineage.find(self.spec.teacher)
+        except LineageError as exc:
+            raise JobError(str(exc)) from exc
+        if not trained_within(artefact, self._identity, split):
+            raise JobError(f"teacher {artefact.sha256[:12]} trained on other data or another split ({artefact.split}): "
+                           "it may have seen this job's held-back faces")
+        return artefact
 
     def _distill(self, teachers: list[str]) -> dict:
-        if self.spec.rounds == 0:
-            return {"model": teachers[0]}
+        """ITS from the teacher, or the student an earlier job distilled with the same recipe (then nothing trains)."""
         s = self.spec
+        if s.rounds == 0:
+            return {"model": teachers[0]}
+        recipe = self._recipe(teachers)
+        split = self.data.split_rule()
+        if (stored := self.ctx.lineage.student(recipe, self._identity, split)) is not None:
+            return {"model": str(self.ctx.lineage.path(stored.sha256)), "val_acc": stored.held_back_accuracy,
+                    "sha256": stored.sha256, "source": "lineage"}
         cfg = ITSConfig(arch=s.arch, rounds=s.rounds, temperature=s.temperature, alpha=s.alpha,
                         teachers=tuple(Path(t) for t in teachers), mode=s.distill_mode)
         summary = run_its(cfg, self.data, self._optim(s.round_epochs), self.dir / "distill", self.ctx.device)
-        return {"model": summary["final_model"], "val_acc": summary["rounds"][-1]["val_acc"]}
+        val_acc = summary["rounds"][-1]["val_acc"]
+        artefact = self.ctx.lineage.add(Path(summary["final_model"]), kind="student", arch=s.arch, data=self._identity,
+                                        split=split, held_back_accuracy=val_acc, recipe=recipe,
+                                        parent=self._done["teacher"].get("sha256"), job_id=s.job_id)
+        return {"model": summary["final_model"], "val_acc": val_acc, "sha256": artefact.sha256, "source": "trained"}
+
+    def _recipe(self, teachers: list[str]) -> str:
+        """What makes a distilled student: its teacher's bytes and every setting of the ITS stage."""
+        s = self.spec
+        teacher = self._done["teacher"].get("sha256") if len(teachers) == 1 else ",".join(map(file_sha256, map(Path, teachers)))
+        settings = {"teacher": teacher, "arch": s.arch, "rounds": s.rounds, "epochs": s.round_epochs, "mode": s.distill_mode,
+                    "temperature": s.temperature, "alpha": s.alpha, "ema": s.ema_decay, "mixup": s.mixup, "seed": s.seed}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     def _prune(self, distilled: str) -> dict:
         s = self.spec
-        cfg = PruneConfig(target_macs_reduction=s.prune_target, local_epochs=s.local_epochs, finetune_epochs=s.finetune_epochs,
-                          temperature=s.temperature, alpha=s.alpha, teachers=tuple(s.teachers or ()),
+        target = self._prune_target(Path(distilled))
+        if target is None:
+            return {"model": distilled, "target": 0.0, "note": "the distilled model fits the fleet's MAC budget"}
+        cfg = PruneConfig(target_macs_reduction=target, local_epochs=s.local_epochs, finetune_epochs=s.finetune_epochs,
+                          temperature=s.temperature, alpha=s.alpha, teachers=self._prune_teachers(),
                           distill_mode=s.distill_mode)
         summary = run_prune(Path(distilled), cfg, self.data, self._optim(1, lr=0.02), self.dir / "prune", self.ctx.device)
-        return {"model": summary["final_model"], "val_acc": summary["steps"][-1]["val_acc"]}
+        return {"model": summary["final_model"], "val_acc": summary["steps"][-1]["val_acc"], "target": target}
+
+    def _prune_teachers(self) -> tuple[str, ...]:
+        """Pruning keeps distilling from the better of the job's teacher and its distilled student (the student
+        itself when it is the better: the ITS refinement; given teacher files always)."""
+        teacher, student = self._done["teacher"], self._done["distill"]
+        if "models" in teacher:
+            return tuple(teacher["models"])
+        if teacher.get("val_acc", 0.0) > student.get("val_acc", 0.0):
+            return (teacher["model"],)
+        return ()
+
+    def _prune_target(self, distilled: Path) -> float | None:
+        """The job's share of MACs to remove, or what reaches the fleet's budget (None: it fits already)."""
+        if self.spec.prune_target is not None:
+            return self.spec.prune_target
+        per_pass = self.ctx.gate.budgets.max_macs / MIRROR_PASSES * BUDGET_MARGIN
+        needed = 1 - per_pass / macs_of(load_model(distilled).config)
+        if needed <= 0:
+            return None
+        if needed >= MAX_PRUNE:
+            raise JobError(f"the fleet's budget of {self.ctx.gate.budgets.max_macs:,} MACs needs {100 * needed:.0f}% of "
+                           f"{self.spec.arch} pruned (at most {100 * MAX_PRUNE:.0f}%): choose a smaller arch")
+        return needed
 
     def _export(self, pruned: str) -> dict:
         eval_data = Path(self.spec.test_data or self.spec.data)
@@ -167,11 +257,11 @@ class JobRunner:
     def _evaluate(self, onnx_path: Path) -> dict:
         """The candidate and the version the fleet serves, on the same held-back faces (the validation split)."""
         held_back = self._splits.val
-        candidate_model = OnnxFaceClassifier(onnx_path, intra_op_threads=1)
+        candidate_model = OnnxFaceClassifier(onnx_path, intra_op_threads=self.ctx.gate.budgets.latency_threads)
         p50, _ = latency_ms(candidate_model, held_back.x[:64], runs=300)
         complexity = onnx_complexity(onnx_path)
         candidate = {
-            "accuracy": _accuracy(candidate_model, held_back.x, held_back.y),
+            **_scores(candidate_model, held_back),
             "latency_ms": p50,
             "size_bytes": onnx_path.stat().st_size,
             "macs": complexity.macs,
@@ -181,24 +271,26 @@ class JobRunner:
         serving = None
         if desired is not None:
             _, blob = self.ctx.registry.fetch(desired.version)
-            accuracy = _accuracy(OnnxFaceClassifier(blob, intra_op_threads=1), held_back.x, held_back.y)
-            serving = {"version": desired.version, "accuracy": accuracy}
+            serving = {"version": desired.version, **_scores(OnnxFaceClassifier(blob, intra_op_threads=1), held_back)}
         self.ctx.status.update(self.spec.job_id, evaluation={"candidate": candidate, "serving": serving})
         return {"candidate": candidate, "serving": serving, "held_back_faces": len(held_back)}
 
-    def _publish(self, onnx_path: Path, candidate: dict) -> dict:
+    def _publish(self, onnx_path: Path, candidate: dict, lineage: dict) -> dict:
         card_path = onnx_path.with_suffix(".json")
         metrics = card_metrics(json.loads(card_path.read_text())) if card_path.exists() else {}
         metrics.update(held_back_accuracy=candidate["accuracy"], macs_per_face=candidate["macs"],
                        params=candidate["params"], size_bytes=candidate["size_bytes"], job_id=self.spec.job_id)
         manifest = self.ctx.registry.publish(
             onnx_path.read_bytes(), onnx_path.stem, EXPECTED_INPUT, metrics, self.ctx.signer,
-            promote=self.spec.promote, idempotency_key=self.spec.job_id,
+            promote=self.spec.promote, idempotency_key=self.spec.job_id, lineage=lineage,
         )
         return {"version": manifest.version}
 
 
-def _accuracy(model: OnnxFaceClassifier, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(model.predict(x) == y))
+def _scores(model: OnnxFaceClassifier, faces: Faces) -> dict:
+    """Top-1, per-class recall (FER2013 order) and macro recall on the held-back faces."""
+    report = ClassificationReport.from_predictions(faces.y, model.predict(faces.x))
+    return {"accuracy": report.accuracy, "recall": [report.per_class_recall[name] for name in CLASSES],
+            "macro_recall": report.macro_recall}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from compression_worker.service.gate import GateConfig
 from edgefer.env_settings import EnvSettings, resolve_threads
 from edgefer.registry.connection import RegistryAccess
+from edgefer.registry.profile import FleetProfile
 
 
 @dataclass(frozen=True)
@@ -18,14 +19,23 @@ class WorkerServiceSettings(RegistryAccess, EnvSettings):
     signing_key: Path | None = None  # Ed25519 private key that signs every published manifest
     metrics_port: int = 9200  # Prometheus /metrics port (0: no endpoint)
     threads: int = 0  # torch threads for training (0: all cores)
+    device: str = "auto"  # cpu, cuda or auto (cuda when the node has a GPU and torch was built for it)
     claim_idle_s: float = 600.0  # take over a job another worker left silent this long
+    lineage_dir: Path | None = None  # teachers and float students kept by sha256 (unset: lineage/ beside work_dir)
     accuracy_tolerance: float = GateConfig.accuracy_tolerance  # gate: a candidate may be this much below the serving model's accuracy
-    max_latency_ms: float = GateConfig.max_latency_ms  # gate: onnxruntime latency per face, one thread
-    max_size_bytes: int = GateConfig.max_size_bytes  # gate: ONNX file size
-    max_macs: int = GateConfig.max_macs  # gate: multiply-adds per face
+    max_recall_drop: float = GateConfig.max_recall_drop  # gate: no class's recall may fall more than this below the serving model's
+    max_latency_ms: float = FleetProfile.max_latency_ms  # for a fleet without a stored profile: latency budget per face
+    max_size_bytes: int = FleetProfile.max_size_bytes  # for a fleet without a stored profile: ONNX file size budget
+    max_macs: int = FleetProfile.max_macs  # for a fleet without a stored profile: multiply-adds per face (every pass)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threads", resolve_threads("threads", self.threads))
+        if self.lineage_dir is None:
+            object.__setattr__(self, "lineage_dir", self.work_dir.parent / "lineage")
 
-    def gate(self) -> GateConfig:
-        return GateConfig(self.accuracy_tolerance, self.max_latency_ms, self.max_size_bytes, self.max_macs)
+    def default_profile(self) -> FleetProfile:
+        """The device class of a fleet that has none stored in the registry."""
+        return FleetProfile(self.max_macs, self.max_size_bytes, self.max_latency_ms)
+
+    def gate(self, profile: FleetProfile) -> GateConfig:
+        return GateConfig(self.accuracy_tolerance, self.max_recall_drop, profile)

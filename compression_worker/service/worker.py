@@ -17,12 +17,15 @@ import redis
 import torch
 from prometheus_client import start_http_server
 
+from compression_worker.lineage_store import LineageStore
 from compression_worker.service.fleet_metrics import FleetCollector
 from compression_worker.service.job_checks import check_runnable
 from compression_worker.service.job_runner import JobContext, JobRunner
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.service.settings import WorkerServiceSettings
+from compression_worker.training.run import select_device
 from edgefer.datasets import DatasetError
+from edgefer.jobs.lineage import LineageIndex
 from edgefer.jobs.queue import Delivery, JobQueue
 from edgefer.jobs.spec import JobError, JobSpec
 from edgefer.jobs.status import JobStatusStore
@@ -38,8 +41,9 @@ class Worker:
         if settings.signing_key is None:
             raise ValueError("setting signing_key is required: the worker signs what it publishes")
         self.settings = settings
-        client = connect(settings)
+        client = self.client = connect(settings)
         self.registry = ModelRegistry(client, settings.fleet)
+        self.lineage = LineageStore(settings.lineage_dir, LineageIndex(client))
         self.signer = ManifestSigner(settings.signing_key)
         self.queue = JobQueue(client, settings.fleet, settings.consumer)
         self.status = JobStatusStore(client, settings.fleet)
@@ -49,6 +53,10 @@ class Worker:
 
     def run_forever(self) -> None:
         self.metrics.stage.state("idle")
+        try:
+            log.info("lineage: %d artefacts in %s", self.lineage.reindex(), self.settings.lineage_dir)
+        except redis.RedisError as exc:
+            log.warning("lineage not indexed in Redis (%s); jobs still use %s", exc, self.settings.lineage_dir)
         while not self.stop.is_set():
             try:
                 delivery = self.queue.next(block_ms=1000, claim_idle_ms=int(self.settings.claim_idle_s * 1000))
@@ -75,10 +83,13 @@ class Worker:
         self.status.update(spec.job_id, state="running", spec=spec.to_json(), worker=self.settings.consumer)
         try:
             check_runnable(spec)
-            ctx = JobContext(spec, self.settings.work_dir / spec.job_id, self.registry, self.signer, self.settings.gate(),
-                             self.status, self.metrics, lambda: self.queue.keep_alive(delivery))
+            registry = ModelRegistry(self.client, spec.target_fleet) if spec.target_fleet else self.registry
+            profile = registry.stored_profile() or self.settings.default_profile()
+            ctx = JobContext(spec, self.settings.work_dir / spec.job_id, registry, self.signer, self.settings.gate(profile),
+                             self.status, self.metrics, lambda: self.queue.keep_alive(delivery), self.lineage,
+                             select_device(self.settings.device))
             outcome = JobRunner(ctx).run()
-        except (JobError, DatasetError, ValueError, FileNotFoundError) as exc:
+        except (JobError, DatasetError, ValueError, FileNotFoundError) as exc:  # LineageError, ProfileError too
             self.status.update(spec.job_id, state="failed", error=str(exc))
             return self._end(delivery, "failed", spec.job_id)
         except Exception as exc:  # a bug must not take the worker down with the job

@@ -15,7 +15,7 @@ from compression_worker.model.zoo import build_model
 from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_network, save_model
 from compression_worker.training.trainer import OptimConfig, Trainer, evaluate_model, predict_logits
-from edgefer.datasets import Faces, data_sha256, load_faces, stratified_split
+from edgefer.datasets import Faces, concat_faces, data_sha256, load_faces, stratified_split
 from edgefer.settings_fields import option
 
 
@@ -26,6 +26,16 @@ class DataConfig:
     val_fraction: float = 0.1  # stratified validation split held out of the training data for every choice
     split_seed: int = 0  # seed of the validation split; fix it so that seeds of an ensemble share one split
     usage: str | None = None  # with a fer2013.csv: the Usage rows to train on (e.g. Training)
+    extra_path: Path | None = option(None, flag="extra-data")  # more faces (npz, csv or class folder) to train on
+
+    def identity(self) -> str:
+        """What the data is, for the lineage: the sha256 of the training data (+ that of the extra data)."""
+        usage = f"[{self.usage}]" if self.usage else ""
+        return data_sha256(self.train_path) + usage + (f"+{data_sha256(self.extra_path)}" if self.extra_path else "")
+
+    def split_rule(self) -> str:
+        """How the held-back faces were drawn: models that share data identity and rule never trained on them."""
+        return f"stratified:{self.val_fraction:g}:{self.split_seed}"
 
 
 @dataclass(frozen=True)
@@ -36,12 +46,19 @@ class DataSplits:
 
 
 def load_splits(cfg: DataConfig) -> DataSplits:
-    full = load_faces(cfg.train_path, cfg.usage)
-    train_idx, val_idx = stratified_split(full.y, cfg.val_fraction, cfg.split_seed)
+    """Train and held-back faces; with extra data, each source is split on its own by the same stratified,
+    seeded rule, so the faces held back from the base data stay held back whatever is merged into it (a model
+    trained on the base data never trained on the union's held-back faces)."""
+    sources = [load_faces(cfg.train_path, cfg.usage)] + ([load_faces(cfg.extra_path)] if cfg.extra_path else [])
+    trains, vals = [], []
+    for faces in sources:
+        train_idx, val_idx = stratified_split(faces.y, cfg.val_fraction, cfg.split_seed)
+        trains.append(faces.subset(train_idx))
+        vals.append(faces.subset(val_idx))
     test = None
     if cfg.test_path is not None:  # a Kaggle csv holds every split: its PublicTest rows are the test set
         test = load_faces(cfg.test_path, "PublicTest" if cfg.test_path.suffix == ".csv" else None)
-    return DataSplits(full.subset(train_idx), full.subset(val_idx), test)
+    return DataSplits(concat_faces(trains), concat_faces(vals), test)
 
 
 def model_metrics(model: nn.Module, splits: DataSplits, device: torch.device, extra: dict) -> dict:

@@ -3,6 +3,7 @@
     edgefer-jobs submit --data /data/fer2013/train.npz --prune-target 0.6 --follow
     edgefer-jobs status JOB_ID
     edgefer-jobs list
+    edgefer-jobs lineage
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import redis
 from tqdm import tqdm
 
 from edgefer.env_settings import EnvSettings
+from edgefer.jobs.lineage import LineageIndex, format_lineage
 from edgefer.jobs.queue import JobQueue
 from edgefer.jobs.spec import JobError, JobSpec
 from edgefer.jobs.status import ENDED, JobStatusStore
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="one job")
     p.add_argument("job_id", help="the job's id, as `submit` or `list` printed it")
     sub.add_parser("list", help="recent jobs")
+    sub.add_parser("lineage", help="the stored teachers and students jobs start from (sha256, accuracy, parent)")
     return parser
 
 
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             if record is None:
                 raise JobError(f"no job {args.job_id}")
             print(describe(args.job_id, record))
+        elif args.command == "lineage":
+            artefacts = LineageIndex(client).all()
+            print(format_lineage(artefacts) if artefacts else "no stored teachers or students yet (a job stores its own)")
         else:
             for job_id, record in status.recent():
                 print(describe(job_id, record).splitlines()[0])

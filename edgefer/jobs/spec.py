@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import asdict, dataclass, fields
 
 from edgefer.settings_fields import option, value_matches
+
+_SHA_PREFIX = re.compile(r"[0-9a-f]{8,64}")
 
 
 class JobError(ValueError):
@@ -17,26 +20,32 @@ class JobError(ValueError):
 class JobSpec:
     data: str  # npz, fer2013.csv or a class folder, as the worker sees the path
     job_id: str = ""  # the job's name and idempotency key: resubmitting one id publishes once (unset: a random id)
+    target_fleet: str = ""  # the fleet it compresses for: its device class, serving model, registry (unset: the worker's)
     usage: str | None = None  # with a fer2013.csv: the rows to train on
+    extra_data: str | None = None  # more faces (npz, csv or class folder) merged into the data, split by the same rule
     test_data: str | None = None  # reported in the card, never used to decide
+    held_back_seed: int = 0  # seed of the held-back split (keep it: stored teachers and the serving model share it)
     arch: str = "ean-s"  # the EAN preset that is distilled, pruned and shipped
-    teacher_epochs: int = 55  # epochs of the round-0 teacher when none is given
-    rounds: int = 2  # ITS student rounds
-    round_epochs: int = 8  # epochs per ITS round
+    teacher: str = option("best", doc="round 0: best (the most accurate stored model for this data, else train one), "
+                          "train, or a stored artefact's sha256 (8+ hex digits; `edgefer-jobs lineage` lists them)")
+    teacher_arch: str = ""  # architecture of a teacher trained here (unset: the student's)
+    teacher_epochs: int = 55  # epochs of a teacher trained here
+    rounds: int = 1  # ITS student rounds
+    round_epochs: int = 30  # epochs per ITS round
     temperature: float = 2.0  # softmax temperature of the soft labels (ITS and pruning)
-    alpha: float = 0.5  # weight of the soft-label term (ITS and pruning)
-    distill_mode: str = option("cached", choices=("cached", "consistent"),
-                               doc="cached soft labels (a CPU budget), or the teacher on every augmented batch")
-    teachers: list[str] | None = option(None, flag="teacher", doc="round 0 given, not trained (checkpoints or .onnx; "
-                                        "repeat for an ensemble); pruning learns from it too")
-    ema_decay: float = 0.0  # keep and validate an EMA of the weights (0: off)
+    alpha: float = 0.8  # weight of the soft-label term (ITS and pruning)
+    distill_mode: str = option("consistent", choices=("cached", "consistent"),
+                               doc="the teacher on every augmented batch, or cached soft labels (a smaller CPU budget)")
+    teachers: list[str] | None = option(None, flag="teacher-file", doc="round 0 given as files (checkpoints or .onnx; "
+                                        "repeat for an ensemble) instead of `teacher`; pruning learns from it too")
+    ema_decay: float = 0.999  # keep and validate an EMA of the weights (0: off)
     mixup: float = 0.0  # mixup Beta(a, a) parameter (0: off)
-    prune_target: float = 0.5  # share of multiply-adds pruning removes
-    local_epochs: int = 2  # per pruning step, retraining only the touched layers
-    finetune_epochs: int = 4  # per pruning step, fine-tuning the whole network
+    prune_target: float | None = None  # share of MACs pruning removes (unset: what the fleet's MAC budget needs)
+    local_epochs: int = 3  # per pruning step, retraining only the touched layers
+    finetune_epochs: int = 12  # per pruning step, fine-tuning the whole network
     quantize: bool = True  # publish the INT8 model (no: the float one)
     promote: bool = True  # roll out a version that passes the gate (no: publish only)
-    seed: int = 0  # weights, augmentation and the validation split
+    seed: int = 0  # weights and augmentation
 
     @classmethod
     def parse(cls, raw: str | bytes) -> JobSpec:
@@ -65,7 +74,9 @@ class JobSpec:
         """What is wrong whatever machine runs the job (ranges, modes), so a submitter hears it at once; what
         depends on the worker (its files, its architectures) is checked there
         (compression_worker/service/job_checks.py)."""
-        if not 0 < self.prune_target < 0.95:
+        if self.teacher not in ("best", "train") and not _SHA_PREFIX.fullmatch(self.teacher):
+            raise JobError(f"teacher must be best, train or an artefact's sha256 (8+ hex digits), not {self.teacher!r}")
+        if self.prune_target is not None and not 0 < self.prune_target < 0.95:
             raise JobError(f"impossible pruning target {self.prune_target}: give the share of MACs to remove, in (0, 0.95)")
         if self.distill_mode not in ("cached", "consistent"):
             raise JobError(f"unknown distill_mode {self.distill_mode!r}; use cached or consistent")

@@ -1,7 +1,8 @@
 """`edgefer-registry`: the operator's view of a fleet's model registry.
 
 keygen, publish a model file (with its card), list versions, show or set the desired record (promote,
-canary, rollback) and a fleet status table that can wait until every live node serves its target.
+canary, rollback), show or set the fleet's device class (profile) and a fleet status table that can wait
+until every live node serves its target.
 Errors are one line naming the file or version and the problem, with exit status 2.
 """
 
@@ -12,7 +13,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import redis
@@ -22,9 +23,11 @@ from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
 from edgefer.registry.desired import DesiredRecord
 from edgefer.registry.manifest import EXPECTED_INPUT, Manifest, card_metrics
+from edgefer.registry.profile import FleetProfile, ProfileError
 from edgefer.registry.signing import KeyFileError, ManifestSigner, generate_keypair
 from edgefer.registry.status import fleet_converged
 from edgefer.registry.store import ModelRegistry, RegistryError
+from edgefer.settings_fields import add_dataclass_arguments
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,20 @@ def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
     return converged
 
 
+def _profile(registry: ModelRegistry, args: argparse.Namespace) -> None:
+    """Show the fleet's device class, or change the fields given (the rest stay as stored)."""
+    stored = registry.stored_profile()
+    if args.action == "set":
+        changes = {f.name: getattr(args, f.name) for f in fields(FleetProfile) if hasattr(args, f.name)}
+        if not changes:
+            raise CliError("profile set: give at least one field to change (see `profile set --help`)")
+        registry.set_profile((stored or FleetProfile()).updated(**changes))
+        stored = registry.stored_profile()
+    shown = stored or FleetProfile()
+    origin = "" if stored else " (none stored: the default device class)"
+    print(f"fleet {registry.keys.fleet}{origin}: {shown.describe()}")
+
+
 def run(args: argparse.Namespace, settings: RegistryCliSettings) -> int:
     if args.command == "keygen":
         print(f"key {generate_keypair(args.private, args.public)}: private {args.private}, public {args.public}")
@@ -145,6 +162,8 @@ def run(args: argparse.Namespace, settings: RegistryCliSettings) -> int:
         _print_desired(registry.set_canary(args.version, args.nodes, args.percent))
     elif args.command == "rollback":
         _print_desired(registry.rollback(args.version))
+    elif args.command == "profile":
+        _profile(registry, args)
     elif args.command == "forget":
         registry.forget_node(args.node)
         print(f"node {args.node} forgotten (a node that heartbeats again reappears)")
@@ -184,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="until every live node serves its target (exit 1 on timeout)")
     p.add_argument("--timeout", type=float, default=60.0, help="with --wait: seconds to wait (default: %(default)s)")
     p.add_argument("--interval", type=float, default=1.0, help="with --wait: seconds between looks (default: %(default)s)")
+    p = sub.add_parser("profile", help="the fleet's device class: MAC, size and latency budgets of its models")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("show", help="the stored profile (or the default one)")
+    add_dataclass_arguments(actions.add_parser("set", help="store the fields given, keep the rest"), FleetProfile,
+                            omit_unset=True)
     p = sub.add_parser("forget", help="drop a decommissioned node from the status table and the stale count")
     p.add_argument("node", help="the node id, as `status` shows it")
     return parser
@@ -193,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return run(args, RegistryCliSettings.from_namespace(args))
-    except (CliError, RegistryError, KeyFileError, ValueError) as exc:
+    except (CliError, RegistryError, KeyFileError, ProfileError, ValueError) as exc:
         print(f"edgefer-registry: error: {exc}", file=sys.stderr)
         return 2
     except redis.RedisError as exc:

@@ -43,6 +43,11 @@ class FleetKeys:
         return f"{self._base}:desired"
 
     @property
+    def profile(self) -> str:
+        """The fleet's device class: the MAC, size and latency budgets of its models (edgefer/registry/profile.py)."""
+        return f"{self._base}:profile"
+
+    @property
     def channel(self) -> str:
         return f"{self._base}:announce"
 
@@ -69,3 +74,9 @@ class FleetKeys:
     def jobs(self) -> str:
         """Sorted set: job id -> first seen unix time (the `edgefer-jobs list` index)."""
         return f"{self._base}:jobs"
+
+    @property
+    def lineage(self) -> str:
+        """Hash: artefact sha256 -> its record (edgefer/jobs/lineage.py). Shared by every fleet of this Redis:
+        a teacher trained for one fleet's data teaches for all of them."""
+        return f"{self.prefix}:lineage"

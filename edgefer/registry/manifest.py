@@ -34,12 +34,16 @@ class Manifest:
     fleet: str = ""  # the fleet it was published to
     epoch: str = ""  # the registry it was published in (a new epoch after Redis lost its data)
     key_id: str = ""
+    lineage: dict = field(default_factory=dict)  # the artefacts it came from: teacher, student sha256, data, split
     signature: str = ""  # base64 Ed25519 over signed_bytes()
 
     def signed_bytes(self) -> bytes:
-        """Canonical JSON of every field but the signature: what the worker signs and nodes verify."""
+        """Canonical JSON of every field but the signature: what the worker signs and nodes verify. An empty
+        lineage is left out, so manifests signed before the field existed still verify."""
         body = asdict(self)
         body.pop("signature")
+        if not body["lineage"]:
+            body.pop("lineage")
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     def with_signature(self, signature: bytes) -> Manifest:
@@ -98,7 +102,8 @@ def card_metrics(card: dict) -> dict:
 
 
 def new_manifest(
-    blob: bytes, version: int, name: str, input_spec: dict, metrics: dict, parent: int | None, fleet: str = "", epoch: str = ""
+    blob: bytes, version: int, name: str, input_spec: dict, metrics: dict, parent: int | None, fleet: str = "", epoch: str = "",
+    lineage: dict | None = None,
 ) -> Manifest:
     return Manifest(
         version=version,
@@ -111,4 +116,5 @@ def new_manifest(
         parent=parent,
         fleet=fleet,
         epoch=epoch,
+        lineage=lineage or {},
     )

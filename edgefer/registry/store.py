@@ -16,6 +16,7 @@ import redis
 from edgefer.registry.desired import Canary, DesiredRecord, DesiredRecordError
 from edgefer.registry.keys import FleetKeys
 from edgefer.registry.manifest import Manifest, ManifestError, new_manifest
+from edgefer.registry.profile import FleetProfile
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.status import NodeRow, NodeStatus, NodeStatusError, fleet_rows
 from edgefer.timestamps import utc_now_iso
@@ -55,6 +56,7 @@ class ModelRegistry:
         signer: ManifestSigner,
         promote: bool = False,
         idempotency_key: str | None = None,
+        lineage: dict | None = None,
     ) -> Manifest:
         """Store a new signed version, and with `promote` make it the desired version in the same transaction
         (a publisher killed half way leaves neither a stored version that is never rolled out nor a desired
@@ -69,7 +71,7 @@ class ModelRegistry:
         epoch = self.epoch()
         version = int(self.client.incr(self.keys.version_counter))
         manifest = signer.sign(new_manifest(blob, version, name, input_spec, metrics, self.latest_version(),
-                                            self.keys.fleet, epoch))
+                                            self.keys.fleet, epoch, lineage))
         earlier = self._store(manifest, blob, marker, promote)
         return manifest if earlier is None else self._existing(earlier)
 
@@ -145,6 +147,17 @@ class ModelRegistry:
     def desired(self) -> DesiredRecord | None:
         raw = self.client.get(self.keys.desired)
         return DesiredRecord.from_json(raw) if raw is not None else None
+
+    def profile(self) -> FleetProfile:
+        """The fleet's device class (the default one when none is stored)."""
+        return self.stored_profile() or FleetProfile()
+
+    def stored_profile(self) -> FleetProfile | None:
+        raw = self.client.get(self.keys.profile)
+        return FleetProfile.from_json(raw) if raw is not None else None
+
+    def set_profile(self, profile: FleetProfile) -> None:
+        self.client.set(self.keys.profile, profile.to_json())
 
     def desired_or_problem(self) -> tuple[DesiredRecord | None, str | None]:
         """The desired record, or None and what is wrong with it: views of the fleet (status, metrics) go on

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     time.sleep(args.warmup_seconds)
     data, described = training_data(work, args.short)
     job = {"data": str(data), "job_id": "demo", "arch": "ean-xs", "teacher_epochs": 2, "rounds": 1, "round_epochs": 1,
-           "local_epochs": 1, "finetune_epochs": 1, "quantize": True}
+           "local_epochs": 1, "finetune_epochs": 1, "prune_target": 0.5, "quantize": True}
     JobQueue(registry.client, consumer="demo").submit(json.dumps(job))
     print(f"job submitted to the worker: teacher -> ITS -> prune -> INT8 -> gate -> publish, on {described}", flush=True)
     record = follow_job(JobStatusStore(registry.client), "demo", args.job_timeout)

@@ -1,0 +1,202 @@
+"""Jobs that build on the lineage and compress to each fleet's device class (real redis-server, tiny data):
+artefacts kept once and verified, teacher=best, extra data and the held-back split, fleet profiles driving the
+prune target and the gate, a job for one fleet never reaching another's nodes, and the per-class recall rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compression_worker.lineage_store import LineageStore
+from compression_worker.service.gate import GateConfig, decide
+from compression_worker.service.settings import WorkerServiceSettings
+from compression_worker.service.worker import Worker
+from compression_worker.training.run import DataConfig, load_splits
+from edgefer.jobs.cli import main as jobs_cli
+from edgefer.jobs.lineage import Artefact, LineageError, LineageIndex
+from edgefer.labels import CLASSES
+from edgefer.registry.cli import main as registry_cli
+from edgefer.registry.connection import RegistryAccess, connect
+from edgefer.registry.profile import FleetProfile
+from edgefer.registry.store import ModelRegistry
+from tests.conftest import linear_onnx, synthetic_faces
+
+TINY = ["--arch", "ean-xs", "--teacher-epochs", "1", "--rounds", "1", "--round-epochs", "1", "--local-epochs", "1",
+        "--finetune-epochs", "1", "--no-quantize"]
+
+
+def make_worker(redis_server, signing_keys, tmp_path: Path) -> Worker:
+    settings = WorkerServiceSettings(redis_url=redis_server.url, work_dir=tmp_path / "jobs", signing_key=signing_keys[0],
+                                     metrics_port=0, threads=2, consumer="w1")
+    return Worker(settings)
+
+
+def run_job(worker: Worker, redis_server, data: Path, job_id: str, *flags: str) -> str:
+    assert jobs_cli(["--redis-url", redis_server.url, "submit", "--data", str(data), "--job-id", job_id, *flags]) == 0
+    delivery = worker.queue.next(block_ms=100, claim_idle_ms=60_000)
+    return worker.handle(delivery)
+
+
+def ledger(tmp_path: Path, job_id: str) -> dict:
+    return json.loads((tmp_path / "jobs" / job_id / "stages.json").read_text())
+
+
+def test_an_artefact_is_stored_once_verified_by_sha256_and_indexed_again(redis_server, tmp_path: Path) -> None:
+    index = LineageIndex(connect(RegistryAccess(redis_url=redis_server.url)))
+    store = LineageStore(tmp_path / "lineage", index)
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights-1")
+    first = store.add(model, kind="teacher", arch="ean-xs", data="d", split="s", held_back_accuracy=0.5)
+    again = store.add(model, kind="teacher", arch="ean-xs", data="d", split="s", held_back_accuracy=0.9)
+    assert again == first and len(list((tmp_path / "lineage").glob("*.pt"))) == 1
+    assert store.path(first.sha256[:12]).read_bytes() == b"weights-1"
+    assert index.all() == [first]
+
+    (tmp_path / "lineage" / first.file).write_bytes(b"weights-2")  # altered on the volume
+    with pytest.raises(LineageError, match="no longer has the stored bytes"):
+        store.path(first.sha256)
+    with pytest.raises(LineageError, match="no single lineage artefact"):
+        store.path("deadbeef")
+
+    index.client.flushall()  # Redis lost its data: the volume is the source
+    assert store.reindex() == 1 and index.all() == [first]
+
+
+def test_best_is_the_most_accurate_model_that_never_saw_the_held_back_faces(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "lineage")
+
+    def add(name: str, accuracy: float, data: str = "D", split: str = "S") -> Artefact:
+        path = tmp_path / name
+        path.write_bytes(name.encode())
+        return store.add(path, kind="teacher", arch="ean-m", data=data, split=split, held_back_accuracy=accuracy)
+
+    add("a.pt", 0.60)
+    good = add("b.pt", 0.80)
+    other_data = add("c.pt", 0.95, data="X")
+    add("d.pt", 0.99, split="other")  # judged on other faces: may have trained on these
+    assert store.best("D", "S") == good
+    assert store.best("D+E", "S") == good  # trained on part of the union, split by the same rule
+    assert store.best("X", "S") == other_data
+    assert store.best("Y", "S") is None
+
+
+def test_extra_data_is_merged_and_the_held_back_faces_stay_held_back(tmp_path: Path, toy_npz: Path) -> None:
+    x, y = synthetic_faces(140, seed=7)
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, x=x, y=y)
+    base = load_splits(DataConfig(toy_npz))
+    union = load_splits(DataConfig(toy_npz, extra_path=extra))
+    key = lambda faces: {face.tobytes() for face in faces.x}  # noqa: E731
+    assert len(union.train) + len(union.val) == len(base.train) + len(base.val) + 140
+    assert key(base.val) <= key(union.val)  # what a base-data model never trained on is still held back
+    assert not key(union.train) & key(union.val)
+    assert np.bincount(union.val.y, minlength=7).min() > 0  # stratified
+    assert DataConfig(toy_npz, extra_path=extra).identity().startswith(DataConfig(toy_npz).identity() + "+")
+
+
+def test_jobs_reuse_the_best_stored_teacher_and_record_the_lineage(redis_server, signing_keys, tmp_path, toy_npz,
+                                                                    capsys) -> None:
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    assert run_job(worker, redis_server, toy_npz, "first", *TINY, "--teacher", "train") == "published"
+    first = ledger(tmp_path, "first")
+    assert first["teacher"]["source"] == "trained"
+    teacher_sha, student_sha = first["teacher"]["sha256"], first["distill"]["sha256"]
+    records = {a.sha256: a for a in worker.lineage.records()}
+    assert records[teacher_sha].kind == "teacher" and records[student_sha].parent == teacher_sha
+
+    x, y = synthetic_faces(140, seed=7)
+    np.savez(tmp_path / "extra.npz", x=x, y=y)
+    assert run_job(worker, redis_server, toy_npz, "second", *TINY, "--extra-data", str(tmp_path / "extra.npz"),
+                   "--set", "promote=false") == "published"
+    second = ledger(tmp_path, "second")
+    best = max(records.values(), key=lambda a: (a.held_back_accuracy, a.created, a.sha256))
+    assert second["teacher"]["source"] == "lineage" and second["teacher"]["sha256"] == best.sha256
+    assert not (tmp_path / "jobs" / "second" / "teacher").exists()  # nothing trained: the saving
+
+    registry = ModelRegistry(worker.client)
+    manifest = registry.manifest(second["publish"]["version"])
+    assert manifest.lineage["teacher"] == best.sha256 and manifest.lineage["student"] == second["distill"]["sha256"]
+    assert "+" in manifest.lineage["data"]
+
+    assert run_job(worker, redis_server, toy_npz, "named", *TINY, "--teacher", teacher_sha[:12]) == "published"
+    named = ledger(tmp_path, "named")
+    assert named["teacher"]["sha256"] == teacher_sha
+    assert named["distill"] == {**first["distill"], "source": "lineage", "seconds": named["distill"]["seconds"],
+                                "model": named["distill"]["model"]}  # the same recipe: the stored student, not rerun
+
+    other = tmp_path / "other.npz"
+    np.savez(other, x=x, y=y)
+    assert run_job(worker, redis_server, other, "foreign", *TINY, "--teacher", teacher_sha) == "failed"
+    assert "may have seen this job's held-back faces" in worker.status.get("foreign")["error"]
+
+    capsys.readouterr()
+    assert jobs_cli(["--redis-url", redis_server.url, "lineage"]) == 0
+    out = capsys.readouterr().out
+    assert teacher_sha[:12] in out and student_sha[:12] in out
+
+
+def test_a_fleet_profile_drives_the_prune_target_and_the_gate_and_only_that_fleet_gets_the_model(
+        redis_server, signing_keys, tmp_path, toy_npz, capsys) -> None:
+    from compression_worker.model.ean import PRESETS
+    from compression_worker.prune.structure import macs_of
+    from edgefer.registry.signing import ManifestSigner
+
+    full = 2 * macs_of(PRESETS["ean-xs"])  # the mirror-averaged graph runs it twice
+    budget = int(0.6 * full)
+    assert registry_cli(["--redis-url", redis_server.url, "--fleet", "zero", "profile", "set", "--max-macs", str(budget),
+                         "--description", "pi zero"]) == 0
+    assert registry_cli(["--redis-url", redis_server.url, "--fleet", "zero", "profile", "show"]) == 0
+    assert "pi zero" in capsys.readouterr().out
+
+    client = connect(RegistryAccess(redis_url=redis_server.url))
+    fleet_a = ModelRegistry(client, "default")
+    served_a = fleet_a.publish(linear_onnx(), "a-model", {"name": "faces", "dtype": "float32", "shape": ["N", 1, 48, 48]},
+                               {}, ManifestSigner(signing_keys[0]), promote=True)
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    assert run_job(worker, redis_server, toy_npz, "small", *TINY, "--target-fleet", "zero") == "published"
+
+    record = worker.status.get("small")
+    steps = ledger(tmp_path, "small")
+    assert steps["prune"]["target"] == pytest.approx(1 - budget / 2 * 0.98 / macs_of(PRESETS["ean-xs"]))
+    assert record["gate"]["config"]["budgets"]["max_macs"] == budget
+    assert record["evaluation"]["candidate"]["macs"] <= budget
+    assert 0 <= record["evaluation"]["candidate"]["macro_recall"] <= 1
+    assert record["evaluation"]["serving"] is None  # fleet zero served nothing yet: fleet A's model is not its baseline
+
+    zero = ModelRegistry(client, "zero")
+    assert [m.version for m in zero.versions()] == [1] and zero.desired().version == 1
+    assert [m.version for m in fleet_a.versions()] == [served_a.version]  # fleet A: untouched
+    assert fleet_a.desired().version == served_a.version
+
+
+def test_a_node_of_another_fleet_never_serves_the_jobs_model(node_fleet, redis_server, signing_keys, tmp_path, toy_npz):
+    registry, signer, start = node_fleet
+    served = registry.publish(linear_onnx(), "a-model", {"name": "faces", "dtype": "float32", "shape": ["N", 1, 48, 48]},
+                              {}, signer, promote=True)
+    (node,) = start(1)
+    assert node.wait_version(str(served.version))
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    assert run_job(worker, redis_server, toy_npz, "for-b", *TINY, "--target-fleet", "b", "--prune-target", "0.5") == "published"
+    assert ModelRegistry(worker.client, "b").manifest(1).fleet == "b"
+    assert not node.wait_version("2", timeout_s=3) and node.served_model()[1] == served.sha256
+
+
+def test_the_gate_refuses_a_candidate_that_gives_up_one_class() -> None:
+    serving = {"version": 3, "accuracy": 0.65, "recall": [0.55, 0.40, 0.45, 0.85, 0.50, 0.78, 0.65]}
+    collapsed = {"accuracy": 0.66, "recall": [0.58, 0.0, 0.48, 0.88, 0.53, 0.80, 0.68], "latency_ms": 0.5,
+                 "size_bytes": 1000, "macs": 1000}
+    decision = decide(GateConfig(max_recall_drop=0.08), collapsed, serving)
+    assert not decision.passed
+    assert decision.reasons == [f"recall of {CLASSES[1]} 0.0% fell more than 8 points below the serving version's 40.0%"]
+    assert decide(GateConfig(max_recall_drop=0.08), {**collapsed, "recall": serving["recall"]}, serving).passed
+
+
+def test_a_profile_that_cannot_be_read_is_named(redis_server, capsys) -> None:
+    client = connect(RegistryAccess(redis_url=redis_server.url))
+    client.set(ModelRegistry(client, "x").keys.profile, json.dumps({"max_macs": "many"}))
+    assert registry_cli(["--redis-url", redis_server.url, "--fleet", "x", "profile", "show"]) == 2
+    assert "profile field max_macs: 'many' is not int" in capsys.readouterr().err
+    assert FleetProfile.from_json(FleetProfile(max_macs=7).to_json()).max_macs == 7
