@@ -2,6 +2,8 @@
 #   docker build -f docker/worker.Dockerfile -t edgefer/worker:0.1.0 .
 # Where torch comes from is a build argument: the PyTorch CPU index by default; a mirror with
 #   --build-arg TORCH_INDEX_URL=https://mirror.example/whl/cpu
+# the CUDA variant for a GPU node (k8s/overlays/gpu-worker, tag 0.1.0-cuda) with
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 # or a folder of wheels (mounted into the build) with the default index for the rest:
 #   --build-arg TORCH_INDEX_URL= --build-arg TORCH_FIND_LINKS=/opt/wheels -v /opt/wheels:/opt/wheels:ro
 # Every other package version comes from docker/constraints.txt (the set the tests passed with).

@@ -60,3 +60,22 @@ def test_every_setting_is_documented_and_its_flag_names_its_variable(cls: type[E
     helps = {a.dest: a.help for _, a in actions(settings_parser(cls))}
     for f in fields(cls):
         assert f"${env_name(f.name)}" in helps[f.name] and "default:" in helps[f.name]
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: str = ""):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + name, sub
+                yield from subcommands(sub, f"{prefix}{name} ")
+
+
+@pytest.mark.parametrize("program", sorted(PARSERS))
+def test_no_subcommand_flag_overwrites_a_top_level_setting(program: str) -> None:
+    """argparse lets a subcommand's flag write the same attribute as a top-level one (a job's --fleet once
+    replaced the submitter's --fleet); every dest must be one or the other."""
+    parser = PARSERS[program]()
+    top = {a.dest for a in parser._actions if not isinstance(a, argparse._SubParsersAction) and a.dest != "help"}
+    for name, sub in subcommands(parser):
+        clash = top & {a.dest for a in sub._actions if a.dest != "help"}
+        assert not clash, f"{program} {name}: {sorted(clash)}"

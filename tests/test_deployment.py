@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import urllib.request
 from dataclasses import fields
 from pathlib import Path
@@ -29,7 +31,7 @@ from services.edge.settings import EdgeSettings
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.31.0"
-YAML_FILES = sorted([REPO / "docker-compose.yml", *REPO.glob("k8s/*.yaml"), *REPO.glob("monitoring/**/*.yml"),
+YAML_FILES = sorted([REPO / "docker-compose.yml", *REPO.glob("k8s/**/*.yaml"), *REPO.glob("monitoring/**/*.yml"),
                      *REPO.glob("monitoring/**/*.yaml")])
 SETTINGS = {f"EDGEFER_{f.name.upper()}" for cls in (EdgeSettings, WorkerServiceSettings, RegistryCliSettings) for f in fields(cls)}
 
@@ -39,7 +41,7 @@ def documents(path: Path) -> list[dict]:
 
 
 def k8s_objects() -> list[dict]:
-    return [d for path in sorted(REPO.glob("k8s/*.yaml")) if path.name != "kustomization.yaml" for d in documents(path)]
+    return [d for path in sorted(REPO.glob("k8s/base/*.yaml")) if path.name != "kustomization.yaml" for d in documents(path)]
 
 
 def test_every_yaml_and_json_file_parses() -> None:
@@ -59,18 +61,40 @@ def test_k3s_manifests_validate_against_the_kubernetes_schemas() -> None:
             assert obj["metadata"]["namespace"] == "edgefer", obj["metadata"]["name"]
 
 
+KUSTOMIZATIONS = ["k8s", "k8s/base", "monitoring", "monitoring/operator", "k8s/overlays/prometheus-operator",
+                  "k8s/overlays/gpu-worker"]
+
+
 def test_kustomizations_resolve() -> None:
-    for kustomization in (REPO / "k8s/kustomization.yaml", REPO / "monitoring/kustomization.yaml",
-                          REPO / "monitoring/operator/kustomization.yaml",
-                          REPO / "k8s/overlays/prometheus-operator/kustomization.yaml"):
+    for folder in KUSTOMIZATIONS:
+        kustomization = REPO / folder / "kustomization.yaml"
         spec = yaml.safe_load(kustomization.read_text())
         for resource in spec.get("resources", []):
             assert (kustomization.parent / resource).exists(), resource
         for generator in spec.get("configMapGenerator", []):
             for file in generator["files"]:
                 assert (kustomization.parent / file).is_file(), file
-    listed = set(yaml.safe_load((REPO / "k8s/kustomization.yaml").read_text())["resources"])
-    assert {p.name for p in REPO.glob("k8s/*.yaml")} - {"kustomization.yaml"} <= listed
+    listed = set(yaml.safe_load((REPO / "k8s/base/kustomization.yaml").read_text())["resources"])
+    assert {p.name for p in REPO.glob("k8s/base/*.yaml")} - {"kustomization.yaml"} <= listed
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed (kustomize builds need it)")
+@pytest.mark.parametrize("folder", ["k8s", "k8s/overlays/prometheus-operator", "k8s/overlays/gpu-worker"])
+def test_kustomize_builds_every_deployable_folder_into_valid_objects(folder: str) -> None:
+    """What `kubectl apply -k` would send, built for real (an overlay inside its base's tree is a kustomize cycle)."""
+    out = subprocess.run(["kubectl", "kustomize", str(REPO / folder)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    objects = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for obj in objects:
+        if obj["kind"] in ("PrometheusRule", "PodMonitor"):
+            continue  # CRDs of the Prometheus Operator: not in the core schemas
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    if folder.endswith("gpu-worker"):
+        (worker,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "edgefer-worker"]
+        pod = worker["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"].endswith("-cuda") and container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert pod["runtimeClassName"] == "nvidia" and {"name": "EDGEFER_DEVICE", "value": "cuda"} in container["env"]
 
 
 def test_edge_daemonset_is_arm64_with_grpc_probes_limits_and_secrets() -> None:
@@ -90,7 +114,7 @@ def test_edge_daemonset_is_arm64_with_grpc_probes_limits_and_secrets() -> None:
 
 
 def test_every_edgefer_variable_in_the_deployment_is_a_real_setting() -> None:
-    text = "\n".join(p.read_text() for p in [REPO / "docker-compose.yml", *REPO.glob("k8s/*.yaml"), *REPO.glob("docker/*")])
+    text = "\n".join(p.read_text() for p in [REPO / "docker-compose.yml", *REPO.glob("k8s/**/*.yaml"), *REPO.glob("docker/*")])
     used = set(re.findall(r"\bEDGEFER_[A-Z_]+\b", text))
     assert used and used <= SETTINGS, used - SETTINGS
 

@@ -200,3 +200,21 @@ def test_a_profile_that_cannot_be_read_is_named(redis_server, capsys) -> None:
     assert registry_cli(["--redis-url", redis_server.url, "--fleet", "x", "profile", "show"]) == 2
     assert "profile field max_macs: 'many' is not int" in capsys.readouterr().err
     assert FleetProfile.from_json(FleetProfile(max_macs=7).to_json()).max_macs == 7
+
+
+def test_the_lineage_is_signed_and_manifests_signed_before_it_existed_still_verify(signing_keys) -> None:
+    from dataclasses import replace
+
+    from edgefer.registry.manifest import EXPECTED_INPUT, Manifest, ManifestError, new_manifest
+    from edgefer.registry.signing import ManifestSigner, ManifestVerifier
+
+    signer, verifier = ManifestSigner(signing_keys[0]), ManifestVerifier(signing_keys[1])
+    old = signer.sign(new_manifest(b"onnx", 1, "m", EXPECTED_INPUT, {}, None, "default", "e"))
+    stored_before = json.loads(old.to_json())
+    del stored_before["lineage"]  # what a registry written before the field holds
+    verifier.verify(Manifest.from_json(json.dumps(stored_before)))
+
+    signed = signer.sign(new_manifest(b"onnx", 2, "m", EXPECTED_INPUT, {}, 1, "default", "e", {"teacher": "ab" * 32}))
+    verifier.verify(signed)
+    with pytest.raises(ManifestError):
+        verifier.verify(replace(signed, lineage={"teacher": "cd" * 32}))

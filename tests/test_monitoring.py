@@ -63,7 +63,7 @@ def test_the_prometheus_rule_is_the_alert_file_and_pod_monitors_select_real_pods
     assert rule["spec"]["groups"] == yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"], (
         "run python monitoring/operator/render_rules.py")
     workloads = {}
-    for path in REPO.glob("k8s/*.yaml"):
+    for path in REPO.glob("k8s/base/*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc["kind"] in ("DaemonSet", "Deployment"):
                 workloads[doc["metadata"]["name"]] = doc["spec"]["template"]

@@ -61,12 +61,23 @@ def describe(job_id: str, record: dict) -> str:
     lines = [f"job {job_id}: {record.get('state', 'unknown')} (stage {record.get('stage', '-')}, {record.get('percent', 0)}%)"]
     if record.get("error"):
         lines.append(f"  error: {record['error']}")
+    evaluation = record.get("evaluation") or {}
+    if candidate := evaluation.get("candidate"):
+        line = f"  held back: candidate {_scores(candidate)}"
+        if serving := evaluation.get("serving"):
+            line += f" vs serving version {serving['version']} {_scores(serving)}"
+        lines.append(line)
     gate = record.get("gate")
     if gate:
         lines.append(f"  gate: {'passed' if gate['passed'] else 'failed'} {'; '.join(gate['reasons'])}".rstrip())
     if record.get("published_version") is not None:
         lines.append(f"  published as version {record['published_version']}")
     return "\n".join(lines)
+
+
+def _scores(result: dict) -> str:
+    macro = f" (macro recall {100 * result['macro_recall']:.2f}%)" if "macro_recall" in result else ""
+    return f"{100 * result['accuracy']:.2f}%{macro}"
 
 
 def build_parser() -> argparse.ArgumentParser:
