@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from edgefer.registry.desired import DesiredRecord
 
@@ -43,6 +43,8 @@ class NodeStatus:
     error_version: int | None = None  # the version the last error was about
     heartbeat: float = 0.0  # unix time the node wrote this
     started: float = 0.0
+    field_stats: dict = field(default_factory=dict)  # per served version since `started`: classes, confidence, latency
+    traffic: dict = field(default_factory=dict)  # frames ok / invalid / dropped and errors since `started`
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -91,6 +91,7 @@ class FramePipeline:
         self.metrics.frames_ok.inc()
         elapsed = time.perf_counter() - start
         stages["total"].observe(elapsed)
+        self.metrics.record_field(version, probabilities, elapsed)
         result.server_latency_ms = elapsed * 1e3
         return result
 

@@ -13,11 +13,12 @@ import signal
 import sys
 import threading
 
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from edgefer.registry.connection import connect, connect_reader
 from edgefer.registry.signing import TrustedKey
 from edgefer.registry.store import ModelRegistry
+from services.edge.field_stats import field_summary
 from services.edge.metrics import EdgeMetrics
 from services.edge.model_cache import ModelCache
 from services.edge.model_holder import ModelLoadError, load_onnx_file
@@ -41,7 +42,7 @@ def reload_model(node: ServingNode, settings: EdgeSettings) -> None:
     log.info("serving model %s (sha256 %s)", model.version, model.sha256[:12])
 
 
-def start_sync_agent(node: ServingNode, settings: EdgeSettings) -> SyncAgent:
+def start_sync_agent(node: ServingNode, settings: EdgeSettings, exposed: CollectorRegistry) -> SyncAgent:
     """Serve the cached model (or the bootstrap file) now, then follow the registry in the background."""
     if settings.registry_public_key is None:
         raise ValueError("setting registry_public_key is required with redis_url: nodes serve signed models only")
@@ -52,6 +53,7 @@ def start_sync_agent(node: ServingNode, settings: EdgeSettings) -> SyncAgent:
         ModelCache(settings.model_cache_dir),
         SyncConfig(settings.node_id, settings.sync_poll_seconds, settings.heartbeat_seconds, threads=settings.session_threads,
                    max_model_bytes=settings.max_model_bytes),
+        field_stats=lambda: field_summary(exposed),
     )
     if not agent.serve_cached() and settings.model_path.exists():
         reload_model(node, settings)  # a first boot with no cache: serve the image's model until the registry answers
@@ -59,8 +61,9 @@ def start_sync_agent(node: ServingNode, settings: EdgeSettings) -> SyncAgent:
     return agent
 
 
-def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> ServingNode:
-    """This process's server, the replicas when settings.workers > 1, and the metrics endpoint over all."""
+def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> tuple[ServingNode, CollectorRegistry]:
+    """This process's server, the replicas when settings.workers > 1, and the metrics endpoint over all
+    (returned too: the node's status record summarises it)."""
     local = start_server(settings, metrics)
     if settings.workers <= 1:
         node: ServingNode = local
@@ -76,7 +79,7 @@ def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> ServingNode:
         except OSError:
             node.stop(0)
             raise
-    return node
+    return node, exposed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = EdgeMetrics()
     metrics.node.info({"node_id": settings.node_id, "fleet": settings.fleet})
     try:
-        node = start_node(settings, metrics)
-        agent = start_sync_agent(node, settings) if settings.redis_url else None
+        node, exposed = start_node(settings, metrics)
+        agent = start_sync_agent(node, settings, exposed) if settings.redis_url else None
     except (ValueError, OSError) as exc:
         print(f"edgefer-edge: error: {exc}", file=sys.stderr)
         return 2

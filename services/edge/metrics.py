@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from edgefer.labels import CLASSES
 
 # Every labelled series exists at 0 from the start, so that increase() and alerts see its first event.
 FRAME_STATUSES = ("ok", "invalid", "dropped")
 ERROR_CODES = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED")
 SYNC_FAILURE_REASONS = ("missing", "key", "signature", "identity", "input", "integrity", "load", "error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+FACES_BUCKETS = (0, 1, 2, 3, 5, 10)
 # What every serving process of a node counts; the rest describes the node's model and its registry link,
 # kept by the main process alone. A node's /metrics adds these up over its processes.
 TRAFFIC_FAMILIES = frozenset({
     "edgefer_request_latency_seconds", "edgefer_frames", "edgefer_faces", "edgefer_dropped_frames", "edgefer_errors",
     "edgefer_active_streams", "edgefer_inference_batch_faces",
+    "edgefer_predictions", "edgefer_prediction_confidence", "edgefer_frame_faces", "edgefer_version_latency_seconds",
 })
+# The field statistics of each model version: what a rollout controller compares between canary and stable
+# nodes, since nodes see no labels (edgefer/rollouts/analysis.py). Summarised into the node's status record.
+FIELD_FAMILIES = ("edgefer_predictions", "edgefer_prediction_confidence", "edgefer_frame_faces",
+                  "edgefer_version_latency_seconds")
 
 
 class EdgeMetrics:
@@ -49,6 +61,42 @@ class EdgeMetrics:
                                 (self.sync_failures, SYNC_FAILURE_REASONS)):
             for label in labels:
                 counter.labels(label)
+        self.predictions = Counter("edgefer_predictions", "Faces classified, by model version and predicted emotion",
+                                   ["version", "emotion"], registry=r)
+        self.confidence = Histogram("edgefer_prediction_confidence", "Top-1 probability of each classified face, by model version",
+                                    ["version"], buckets=CONFIDENCE_BUCKETS, registry=r)
+        self.frame_faces = Histogram("edgefer_frame_faces", "Faces per answered frame, by model version", ["version"],
+                                     buckets=FACES_BUCKETS, registry=r)
+        self.version_latency = Histogram("edgefer_version_latency_seconds", "Time per answered frame, by model version",
+                                         ["version"], buckets=LATENCY_BUCKETS, registry=r)
+        self._field: dict[str, FieldSeries] = {}
         self.sync_seconds = Histogram(
             "edgefer_model_sync_seconds", "Fetch, verify, load and swap of a new version", buckets=LATENCY_BUCKETS, registry=r
         )
+
+    def record_field(self, version: str, probabilities: np.ndarray, seconds: float) -> None:
+        """One answered frame's field statistics under the version that classified it."""
+        series = self._field.get(version)
+        if series is None:
+            series = self._field[version] = FieldSeries(
+                [self.predictions.labels(version, name) for name in CLASSES], self.confidence.labels(version),
+                self.frame_faces.labels(version), self.version_latency.labels(version))
+        series.frame_faces.observe(len(probabilities))
+        series.latency.observe(seconds)
+        if len(probabilities):
+            top = probabilities.argmax(axis=1)
+            for k, count in enumerate(np.bincount(top, minlength=len(CLASSES))):
+                if count:
+                    series.emotions[k].inc(int(count))
+            for p in probabilities[np.arange(len(top)), top]:
+                series.confidence.observe(float(p))
+
+
+@dataclass
+class FieldSeries:
+    """One version's labelled children, looked up once (the per-frame path runs a thousand times a second)."""
+
+    emotions: list
+    confidence: object
+    frame_faces: object
+    latency: object

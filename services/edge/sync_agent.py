@@ -69,8 +69,12 @@ class SyncAgent:
         cache: ModelCache,
         config: SyncConfig,
         loader: ModelLoader = load_onnx_model,
+        field_stats: Callable[[], tuple[dict, dict]] | None = None,
     ) -> None:
+        """`field_stats` gives the node's per-version field statistics and traffic for its status record
+        (services/edge/field_stats.py), what a rollout controller compares."""
         self.registry = registry
+        self.field_stats = field_stats
         self.loader = loader
         self.trusted = trusted
         self.node = node
@@ -279,6 +283,7 @@ class SyncAgent:
     def _report(self) -> None:
         current = self.node.holder.current()
         error, error_version = self._error or ("", None)
+        field_stats, traffic = self.field_stats() if self.field_stats else ({}, {})
         status = NodeStatus(
             node_id=self.config.node_id,
             version=current.version if current else None,
@@ -288,6 +293,8 @@ class SyncAgent:
             error_version=error_version,
             heartbeat=time.time(),
             started=self._started,
+            field_stats=field_stats,
+            traffic=traffic,
         )
         ttl_s = 3 * heartbeat_interval(self.config.heartbeat_s, self._fleet_size)
         self._fleet_size = self.registry.write_status(status, ttl_s)
