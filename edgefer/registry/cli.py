@@ -27,6 +27,9 @@ from edgefer.registry.profile import FleetProfile, ProfileError
 from edgefer.registry.signing import KeyFileError, ManifestSigner, generate_keypair
 from edgefer.registry.status import fleet_converged
 from edgefer.registry.store import ModelRegistry, RegistryError
+from edgefer.rollouts.cli import add_rollout_commands, describe_rollout, run_rollout
+from edgefer.rollouts.spec import RolloutSpecError
+from edgefer.rollouts.store import RolloutError, RolloutStore
 from edgefer.settings_fields import add_dataclass_arguments
 
 
@@ -120,6 +123,9 @@ def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
         print("no desired version: `edgefer-registry promote VERSION` rolls one out")
     if not rows:
         print("no node has reported to this fleet yet (nodes need the same --fleet and --redis-url)")
+    rollout = RolloutStore(registry.client, registry.keys).get()
+    if rollout is not None and rollout.active:
+        print(describe_rollout(rollout, []))
     return converged
 
 
@@ -162,6 +168,8 @@ def run(args: argparse.Namespace, settings: RegistryCliSettings) -> int:
         _print_desired(registry.set_canary(args.version, args.nodes, args.percent))
     elif args.command == "rollback":
         _print_desired(registry.rollback(args.version))
+    elif args.command == "rollout":
+        return run_rollout(args, registry)
     elif args.command == "profile":
         _profile(registry, args)
     elif args.command == "forget":
@@ -203,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="until every live node serves its target (exit 1 on timeout)")
     p.add_argument("--timeout", type=float, default=60.0, help="with --wait: seconds to wait (default: %(default)s)")
     p.add_argument("--interval", type=float, default=1.0, help="with --wait: seconds between looks (default: %(default)s)")
+    add_rollout_commands(sub)
     p = sub.add_parser("profile", help="the fleet's device class: MAC, size and latency budgets of its models")
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("show", help="the stored profile (or the default one)")
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return run(args, RegistryCliSettings.from_namespace(args))
-    except (CliError, RegistryError, KeyFileError, ProfileError, ValueError) as exc:
+    except (CliError, RegistryError, KeyFileError, ProfileError, RolloutError, RolloutSpecError, ValueError) as exc:
         print(f"edgefer-registry: error: {exc}", file=sys.stderr)
         return 2
     except redis.RedisError as exc:

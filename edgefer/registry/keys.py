@@ -48,6 +48,16 @@ class FleetKeys:
         return f"{self._base}:profile"
 
     @property
+    def rollout(self) -> str:
+        """The fleet's current (or last) rollout: JSON record (edgefer/rollouts/store.py)."""
+        return f"{self._base}:rollout"
+
+    @property
+    def rollout_log(self) -> str:
+        """List, newest first: every rollout decision with its numbers (capped)."""
+        return f"{self._base}:rollout-log"
+
+    @property
     def channel(self) -> str:
         return f"{self._base}:announce"
 

@@ -54,6 +54,13 @@ class NodeStatus:
         """Fields a later release adds are ignored; a record that is not a JSON object with a node id is refused."""
         try:
             data = json.loads(raw)
+        except ValueError as exc:
+            raise NodeStatusError(f"unreadable status record ({exc})") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: object) -> NodeStatus:
+        try:
             if not isinstance(data, dict):
                 raise TypeError("not a JSON object")
             known = {f.name for f in fields(cls)}

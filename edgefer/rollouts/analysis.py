@@ -1,0 +1,155 @@
+"""Canary analysis without labels: canary and stable nodes compared over the same bake window on what they
+can see, the distribution of their own predictions and confidences, and latency, errors and dropped frames.
+
+Inputs are the nodes' status records (services/edge/field_stats.py: cumulative since a node started); a
+window is the difference between the record at the start of the bake and now, for the version the node
+serves. A node that restarted in between counts from zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from edgefer.labels import CLASSES
+from edgefer.registry.status import NodeStatus
+from edgefer.rollouts.spec import RolloutSpec
+
+
+@dataclass
+class Window:
+    """What a group of nodes served with one version in the bake window."""
+
+    frames: int = 0
+    faces: int = 0
+    classes: list[int] = field(default_factory=lambda: [0] * len(CLASSES))
+    confidence_sum: float = 0.0
+    latency_buckets: dict[str, int] = field(default_factory=dict)  # le (seconds) -> cumulative count
+    ok: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+    def add(self, other: Window) -> None:
+        self.frames += other.frames
+        self.faces += other.faces
+        self.classes = [a + b for a, b in zip(self.classes, other.classes, strict=True)]
+        self.confidence_sum += other.confidence_sum
+        for le, count in other.latency_buckets.items():
+            self.latency_buckets[le] = self.latency_buckets.get(le, 0) + count
+        self.ok += other.ok
+        self.errors += other.errors
+        self.dropped += other.dropped
+
+    @property
+    def mean_confidence(self) -> float:
+        return self.confidence_sum / self.faces if self.faces else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        return 1e3 * quantile(self.latency_buckets, 0.99)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / max(1, self.ok + self.errors)
+
+    @property
+    def dropped_rate(self) -> float:
+        return self.dropped / max(1, self.ok + self.dropped)
+
+    def distribution(self) -> list[float]:
+        total = sum(self.classes)
+        return [c / total for c in self.classes] if total else [0.0] * len(self.classes)
+
+
+def node_window(before: NodeStatus | None, after: NodeStatus, version: str) -> Window:
+    """`version`'s traffic on one node between two of its status records."""
+    if before is None or before.started != after.started:
+        before = NodeStatus(after.node_id, None)
+    now, then = after.field_stats.get(version) or {}, before.field_stats.get(version) or {}
+    window = Window(
+        frames=now.get("frames", 0) - then.get("frames", 0),
+        faces=now.get("faces", 0) - then.get("faces", 0),
+        classes=[a - b for a, b in zip(now.get("classes", [0] * len(CLASSES)), then.get("classes", [0] * len(CLASSES)),
+                                       strict=True)],
+        confidence_sum=now.get("confidence", {}).get("sum", 0.0) - then.get("confidence", {}).get("sum", 0.0),
+        latency_buckets={le: count - then.get("latency", {}).get("buckets", {}).get(le, 0)
+                         for le, count in now.get("latency", {}).get("buckets", {}).items()},
+    )
+    for name in ("ok", "errors", "dropped"):
+        setattr(window, name, after.traffic.get(name, 0) - before.traffic.get(name, 0))
+    return window
+
+
+def quantile(buckets: dict[str, int], q: float) -> float:
+    """Upper bound of the histogram bucket holding the q-quantile (seconds); 0 without observations."""
+    ordered = sorted((float(le), count) for le, count in buckets.items())
+    if not ordered or ordered[-1][1] == 0:
+        return 0.0
+    target = q * ordered[-1][1]
+    finite = [le for le, _ in ordered if math.isfinite(le)]
+    for le, count in ordered:
+        if count >= target:
+            return le if math.isfinite(le) else 2 * (finite[-1] if finite else 1.0)
+    return ordered[-1][0]
+
+
+def js_divergence(p: list[float], q: list[float]) -> float:
+    """Jensen-Shannon divergence in bits: 0 for the same distribution, 1 for disjoint ones."""
+    m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+
+    def kl(x: list[float]) -> float:
+        return sum(a * math.log2(a / b) for a, b in zip(x, m, strict=True) if a > 0)
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+@dataclass
+class Check:
+    metric: str
+    canary: float
+    stable: float
+    limit: float
+    passed: bool
+
+    def describe(self) -> str:
+        return f"{self.metric} {self.canary:.4g} vs stable {self.stable:.4g} (limit {self.limit:.4g})"
+
+
+@dataclass
+class Analysis:
+    verdict: str  # pass | fail | wait
+    reason: str
+    checks: list[Check]
+    canary: dict
+    stable: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def analyse(spec: RolloutSpec, canary: Window, stable: Window) -> Analysis:
+    summary = {side: {"faces": w.faces, "frames": w.frames, "distribution": [round(x, 4) for x in w.distribution()],
+                      "mean_confidence": round(w.mean_confidence, 4), "p99_ms": w.p99_ms,
+                      "error_rate": round(w.error_rate, 5), "dropped_rate": round(w.dropped_rate, 5)}
+               for side, w in (("canary", canary), ("stable", stable))}
+    if min(canary.faces, stable.faces) < spec.min_faces:
+        return Analysis("wait", f"too few faces to judge (canary {canary.faces}, stable {stable.faces}; "
+                                f"{spec.min_faces} each needed)", [], *summary.values())
+    divergence = js_divergence(canary.distribution(), stable.distribution())
+    latency_limit = stable.p99_ms * spec.max_latency_ratio + spec.latency_slack_ms
+    checks = [
+        Check("class divergence (JS, bits)", divergence, 0.0, spec.max_divergence, divergence <= spec.max_divergence),
+        Check("mean confidence", canary.mean_confidence, stable.mean_confidence,
+              stable.mean_confidence - spec.max_confidence_drop,
+              canary.mean_confidence >= stable.mean_confidence - spec.max_confidence_drop),
+        Check("p99 latency ms", canary.p99_ms, stable.p99_ms, latency_limit, canary.p99_ms <= latency_limit),
+        Check("error rate", canary.error_rate, stable.error_rate, stable.error_rate + spec.max_error_rate_increase,
+              canary.error_rate <= stable.error_rate + spec.max_error_rate_increase),
+        Check("dropped-frame rate", canary.dropped_rate, stable.dropped_rate,
+              stable.dropped_rate + spec.max_dropped_rate_increase,
+              canary.dropped_rate <= stable.dropped_rate + spec.max_dropped_rate_increase),
+    ]
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        return Analysis("fail", "; ".join(c.describe() for c in failed), checks, *summary.values())
+    return Analysis("pass", "every check within its limit", checks, *summary.values())

@@ -1,0 +1,102 @@
+"""`edgefer-registry rollout ...`: start a progressive rollout, follow it, pause, resume or abort it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+from edgefer.registry.store import ModelRegistry, RegistryError
+from edgefer.rollouts.controller import RolloutController
+from edgefer.rollouts.spec import RolloutSpec
+from edgefer.rollouts.store import FINAL, RolloutError, RolloutRecord, RolloutStore
+from edgefer.settings_fields import add_dataclass_arguments
+
+
+def add_rollout_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rollout", help="progressive delivery: canary steps judged on field statistics")
+    actions = p.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="roll VERSION out step by step (the controller, edgefer-rollouts, acts)")
+    start.add_argument("version", type=int, help="a published version number")
+    start.add_argument("--spec", type=Path, help="a JSON rollout spec; flags given below override its fields")
+    add_dataclass_arguments(start, RolloutSpec, omit_unset=True)
+    show = actions.add_parser("status", help="the rollout's state, step, last analysis and recent decisions")
+    show.add_argument("--wait", action="store_true", help="until the rollout ends (exit 0 promoted, 1 otherwise)")
+    show.add_argument("--timeout", type=float, default=600.0, help="with --wait: seconds (default: %(default)s)")
+    for name, text in (("pause", "hold the rollout at its step (the canary keeps serving)"),
+                       ("resume", "continue a paused or held rollout: the step's window opens again"),
+                       ("abort", "end the rollout: every node back to the stable version")):
+        actions.add_parser(name, help=text)
+
+
+def spec_from_args(args: argparse.Namespace) -> RolloutSpec:
+    base = RolloutSpec.from_file(args.spec).to_dict() if args.spec else {}
+    given = {f.name: getattr(args, f.name) for f in fields(RolloutSpec) if hasattr(args, f.name)}
+    return RolloutSpec.from_dict({**base, **given})
+
+
+def start_rollout(registry: ModelRegistry, version: int, spec: RolloutSpec, source: str) -> RolloutRecord:
+    """A new rollout of `version` against the fleet's desired version (what it rolls back to)."""
+    desired = registry.desired()
+    if desired is None:
+        raise RolloutError("no desired version to roll out against: promote a first version")
+    if registry.manifest(version) is None:
+        raise RegistryError(f"version {version} is not published in fleet {registry.keys.fleet}")
+    if version == desired.version:
+        raise RolloutError(f"version {version} is already the desired version")
+    return RolloutStore(registry.client, registry.keys).create(
+        RolloutRecord(version=version, stable=desired.version, spec=spec.to_dict(), source=source))
+
+
+def run_rollout(args: argparse.Namespace, registry: ModelRegistry) -> int:
+    store = RolloutStore(registry.client, registry.keys)
+    if args.action == "start":
+        record = start_rollout(registry, args.version, spec_from_args(args), "operator")
+        print(f"rollout of version {record.version} against {record.stable} started: steps {record.spec['steps']}%, "
+              f"bake {record.spec['bake']} (edgefer-rollouts moves it on)")
+        return 0
+    if args.action in ("pause", "resume", "abort"):
+        record = store.update(lambda old: _command(old, args.action))
+        RolloutController(registry).reconcile(record)  # an abort takes the canary away now, controller or not
+        print(f"rollout of version {record.version}: {record.state} ({record.reason})")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while True:
+        record = store.get()
+        if record is None:
+            print("no rollout")
+            return 0
+        if not args.wait or record.state in FINAL or time.monotonic() >= deadline:
+            print(describe_rollout(record, store.decisions(5)))
+            return 0 if not args.wait or record.state == "promoted" else 1
+        time.sleep(1.0)
+
+
+def _command(old: RolloutRecord | None, action: str) -> RolloutRecord:
+    if old is None or not old.active:
+        raise RolloutError(f"no active rollout to {action}" + (f" (the last one {old.state})" if old else ""))
+    if action == "pause":
+        return replace(old, state="paused", reason="paused by the operator")
+    if action == "resume":
+        return replace(old, state="running", baseline={}, bake_started=0.0, waited_bakes=0, settle_until=time.time() + 5,
+                       reason="resumed by the operator: the window opens again")
+    return replace(old, state="aborted", reason="aborted by the operator")
+
+
+def describe_rollout(record: RolloutRecord, decisions: list[dict]) -> str:
+    shares = RolloutSpec.from_dict(record.spec).shares()
+    share = shares[min(record.step, len(shares) - 1)]
+    lines = [f"rollout of version {record.version} (stable {record.stable}): {record.state}, step {record.step + 1} of "
+             f"{len(shares)} ({share:g}%), canary nodes {', '.join(record.canary_nodes) or '-'}",
+             f"  {record.reason}"]
+    analysis = record.last_analysis
+    if analysis:
+        lines.append(f"  last analysis: {analysis['verdict']}")
+        for check in analysis.get("checks", []):
+            lines.append(f"    {'ok  ' if check['passed'] else 'FAIL'} {check['metric']}: canary {check['canary']:.4g}, "
+                         f"stable {check['stable']:.4g}, limit {check['limit']:.4g}")
+    for entry in decisions:
+        lines.append(f"  {time.strftime('%H:%M:%S', time.localtime(entry['time']))} step {entry['step']} "
+                     f"{entry['decision']}: {entry['reason']}")
+    return "\n".join(lines)

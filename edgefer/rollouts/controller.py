@@ -1,0 +1,179 @@
+"""The rollout controller: walks a version through its canary steps and promotes, waits or rolls back.
+
+Each `tick` reads the rollout record, the desired record and the nodes' status records, makes the registry
+match the record (so a controller killed between the two writes finishes the job on restart), and moves
+the rollout on by at most one decision:
+    start a step     the first ceil(share x live nodes) nodes in stable node-id order serve the canary
+    open the window  once every participant serves its target, its status record is the baseline
+    judge            after the bake: canary vs stable nodes (edgefer/rollouts/analysis.py)
+                     pass -> next step (or promote at 100%), fail -> roll back, too little traffic -> wait
+A participant that goes stale holds the rollout (it never counts as healthy); when every participant is
+back, the step's window opens again. Every decision is logged in Redis with its numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+
+from edgefer.registry.desired import node_bucket
+from edgefer.registry.status import NodeStatus
+from edgefer.registry.store import ModelRegistry
+from edgefer.rollouts.analysis import Window, analyse, node_window
+from edgefer.rollouts.spec import RolloutSpec
+from edgefer.rollouts.store import FINAL, RolloutRecord, RolloutStore
+
+log = logging.getLogger("edgefer.rollouts")
+
+
+class RolloutController:
+    def __init__(self, registry: ModelRegistry, stale_after_s: float = 15.0,
+                 on_decision: Callable[[str], None] | None = None) -> None:
+        self.registry = registry
+        self.store = RolloutStore(registry.client, registry.keys)
+        self.stale_after_s = stale_after_s
+        self.on_decision = on_decision or (lambda decision: None)
+
+    def tick(self, now: float | None = None) -> RolloutRecord | None:
+        now = time.time() if now is None else now
+        record = self.store.get()
+        if record is None:
+            return None
+        self.reconcile(record)
+        if record.state in FINAL or record.state == "paused":
+            return record
+        _, statuses, _ = self.registry.node_statuses()
+        live = {n: s for n, s in statuses.items() if s is not None and now - s.heartbeat <= self.stale_after_s}
+        desired = self.registry.desired()
+        if desired is None or desired.version != record.stable:
+            return self._end(record, "aborted", f"the desired version was changed to "
+                             f"{desired.version if desired else None} outside the rollout")
+        if not record.participants:
+            return self._start_step(record, live, now)
+        refused = [n for n in record.canary_nodes
+                   if (s := live.get(n)) and s.error_version == record.version and s.last_error]
+        if refused:
+            return self._roll_back(record, f"node {refused[0]} refused version {record.version}: "
+                                           f"{live[refused[0]].last_error}", None)
+        stale = [n for n in record.participants if n not in live]
+        if stale:
+            if record.state != "holding":
+                reason = f"node(s) {', '.join(stale)} stale during step {record.step + 1}: holding until they report"
+                return self._save(record, replace(record, state="holding", reason=reason), "hold", reason)
+            return record
+        if record.state == "holding":  # every participant is back: this step's window opens again, after settling
+            settle = now + RolloutSpec.from_dict(record.spec).settle_s()
+            record = self._save(record, replace(record, state="running", baseline={}, bake_started=0.0, settle_until=settle,
+                                                reason="participants back: the window opens again"),
+                                "resume", "every participant reports again")
+            if record is None:
+                return None
+        return self._bake(record, live, now)
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _start_step(self, record: RolloutRecord, live: dict[str, NodeStatus], now: float) -> RolloutRecord | None:
+        spec = RolloutSpec.from_dict(record.spec)
+        share = spec.shares()[record.step]
+        if share >= 100:
+            return self._end(record, "promoted", f"every step passed: version {record.version} promoted")
+        nodes = sorted(live, key=lambda n: (node_bucket(n), n))
+        count = min(len(nodes) - 1, max(1, math.ceil(share / 100 * len(nodes))))
+        if count < 1:
+            return self._save(record, replace(record, state="paused", reason=f"{len(nodes)} live node(s): a canary "
+                                              "needs stable nodes to be compared with"), "pause", "too few nodes")
+        canary = nodes[:count]
+        new = replace(record, canary_nodes=canary, participants=nodes, baseline={}, bake_started=0.0, waited_bakes=0,
+                      settle_until=now + spec.settle_s(),
+                      reason=f"step {record.step + 1}: {count} of {len(nodes)} nodes serve version {record.version}")
+        saved = self._save(record, new, "step", new.reason)
+        if saved is not None:
+            self.reconcile(saved)
+        return saved
+
+    def _bake(self, record: RolloutRecord, live: dict[str, NodeStatus], now: float) -> RolloutRecord | None:
+        spec = RolloutSpec.from_dict(record.spec)
+        if not record.bake_started:
+            if now < record.settle_until:
+                return record
+            targets = {record.version: self._sha256(record.version), record.stable: self._sha256(record.stable)}
+            baseline = dict(record.baseline)
+            for node in record.participants:
+                target = record.version if node in record.canary_nodes else record.stable
+                if node not in baseline and live[node].sha256 == targets[target]:
+                    baseline[node] = asdict(live[node])
+            opened = now if len(baseline) == len(record.participants) else 0.0
+            if baseline != record.baseline or opened:
+                return self._save(record, replace(record, baseline=baseline, bake_started=opened), None, "")
+            return record
+        if now - record.bake_started < spec.bake_s():
+            return record
+        canary, stable = Window(), Window()
+        for node in record.participants:
+            before = NodeStatus.from_dict(record.baseline[node])
+            if node in record.canary_nodes:
+                canary.add(node_window(before, live[node], str(record.version)))
+            else:
+                stable.add(node_window(before, live[node], str(record.stable)))
+        analysis = analyse(spec, canary, stable)
+        if analysis.verdict == "fail":
+            return self._roll_back(record, analysis.reason, analysis.to_dict())
+        if analysis.verdict == "wait":
+            waited = record.waited_bakes + 1
+            if waited >= spec.max_wait_bakes:
+                return self._save(record, replace(record, state="paused", waited_bakes=waited, last_analysis=analysis.to_dict(),
+                                                  reason=f"{analysis.reason} after {waited} bake windows: paused"),
+                                  "pause", analysis.reason, analysis.to_dict())
+            return self._save(record, replace(record, bake_started=now, waited_bakes=waited, last_analysis=analysis.to_dict(),
+                                              reason=analysis.reason), "wait", analysis.reason, analysis.to_dict())
+        advanced = replace(record, step=record.step + 1, participants=[], canary_nodes=record.canary_nodes,
+                           last_analysis=analysis.to_dict(), reason=f"step {record.step + 1} passed")
+        return self._save(record, advanced, "advance", f"step {record.step + 1} passed", analysis.to_dict())
+
+    def _roll_back(self, record: RolloutRecord, reason: str, analysis: dict | None) -> RolloutRecord | None:
+        return self._end(record, "rolled_back", f"step {record.step + 1}: {reason}", analysis)
+
+    def _end(self, record: RolloutRecord, state: str, reason: str, analysis: dict | None = None) -> RolloutRecord | None:
+        ended = replace(record, state=state, reason=reason, last_analysis=analysis or record.last_analysis)
+        saved = self._save(record, ended, state, reason, analysis)
+        if saved is not None:
+            self.reconcile(saved)
+        return saved
+
+    # -- registry and bookkeeping -----------------------------------------------------------------
+
+    def reconcile(self, record: RolloutRecord) -> None:
+        """Make the desired record say what the rollout record says (idempotent)."""
+        desired = self.registry.desired()
+        if desired is None:
+            return
+        if record.state == "promoted" and desired.version != record.version:
+            self.registry.promote(record.version)
+        elif record.state in ("rolled_back", "aborted") and desired.canary and desired.canary.version == record.version:
+            self.registry.promote(record.stable)
+        elif record.active and record.canary_nodes and desired.version == record.stable and (
+                desired.canary is None or desired.canary.version != record.version
+                or sorted(desired.canary.nodes) != sorted(record.canary_nodes)):
+            self.registry.set_canary(record.version, record.canary_nodes, 0.0)
+
+    def _save(self, old: RolloutRecord, new: RolloutRecord, decision: str | None, reason: str,
+              analysis: dict | None = None) -> RolloutRecord | None:
+        """Compare-and-set the record; log the decision. None when an operator changed it meanwhile."""
+        if not self.store.put_if(new, old.revision):
+            return None
+        if decision:
+            shares = RolloutSpec.from_dict(new.spec).shares()
+            share = shares[min(new.step, len(shares) - 1)]
+            self.store.log({"version": new.version, "step": new.step + 1, "share": share, "decision": decision,
+                            "reason": reason, "canary_nodes": new.canary_nodes, "analysis": analysis})
+            log.info("rollout of version %d: %s (%s)", new.version, decision, reason)
+            self.on_decision(decision)
+        return self.store.get()
+
+    def _sha256(self, version: int) -> str:
+        manifest = self.registry.manifest(version)
+        return manifest.sha256 if manifest else ""
+

@@ -1,0 +1,125 @@
+"""A fleet's rollout in Redis: one record (compare-and-set on its revision) and a capped log of decisions.
+
+The record is what a controller that was killed resumes from: the step, the canary nodes, the baselines
+of the bake window and when it started. Operator commands (pause, resume, abort) change it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import redis
+
+from edgefer.registry.keys import FleetKeys
+
+ACTIVE = ("running", "holding", "paused")  # holding: a node went stale (automatic); paused: needs the operator
+FINAL = ("promoted", "rolled_back", "aborted")
+LOG_LENGTH = 1000
+
+
+class RolloutError(ValueError):
+    """A rollout request that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    version: int  # the canary
+    stable: int  # what the fleet served when the rollout started (the rollback target)
+    spec: dict  # RolloutSpec.to_dict()
+    state: str = "running"
+    step: int = 0  # index into the spec's steps
+    canary_nodes: list[str] = field(default_factory=list)
+    participants: list[str] = field(default_factory=list)  # the live nodes of this step ([]: the step has not started)
+    baseline: dict = field(default_factory=dict)  # node id -> its status record when the bake window opened for it
+    settle_until: float = 0.0  # no baseline is taken before this (a step's swaps, a resumed node's backlog)
+    bake_started: float = 0.0  # 0: the window opens once every participant serves its target
+    waited_bakes: int = 0
+    reason: str = ""  # why the rollout is in its state
+    last_analysis: dict | None = None
+    source: str = ""  # who started it (an operator, a job)
+    created: float = 0.0
+    updated: float = 0.0
+    revision: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> RolloutRecord:
+        try:
+            data = json.loads(raw)
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            raise RolloutError(f"unreadable rollout record ({exc})") from exc
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+class RolloutStore:
+    def __init__(self, client: redis.Redis, keys: FleetKeys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def get(self) -> RolloutRecord | None:
+        raw = self.client.get(self.keys.rollout)
+        return RolloutRecord.from_json(raw) if raw is not None else None
+
+    def create(self, record: RolloutRecord) -> RolloutRecord:
+        """Store a new rollout unless one is active (a finished one is replaced)."""
+        def change(old: RolloutRecord | None) -> RolloutRecord:
+            if old is not None and old.active:
+                raise RolloutError(f"version {old.version} is being rolled out ({old.state}); abort it first")
+            now = time.time()
+            return replace(record, created=now, updated=now, revision=(old.revision + 1) if old else 1)
+
+        return self.update(change)
+
+    def update(self, change) -> RolloutRecord:
+        """Read-modify-write under WATCH: a concurrent change makes `change` run again on the new record."""
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.keys.rollout)
+                    raw = pipe.get(self.keys.rollout)
+                    old = RolloutRecord.from_json(raw) if raw is not None else None
+                    new = change(old)
+                    if old is not None and new.revision == old.revision:
+                        new = replace(new, revision=old.revision + 1, updated=time.time())
+                    pipe.multi()
+                    pipe.set(self.keys.rollout, new.to_json())
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+    def put_if(self, record: RolloutRecord, revision: int) -> bool:
+        """Store `record` if the stored one still has `revision` (the controller's compare-and-set)."""
+        try:
+            self.update(lambda old: self._expect(old, revision, record))
+        except _Conflict:
+            return False
+        return True
+
+    @staticmethod
+    def _expect(old: RolloutRecord | None, revision: int, record: RolloutRecord) -> RolloutRecord:
+        if old is None or old.revision != revision:
+            raise _Conflict
+        return replace(record, revision=revision + 1, updated=time.time())
+
+    def log(self, entry: dict) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.rollout_log, json.dumps({"time": time.time(), **entry}, sort_keys=True))
+            pipe.ltrim(self.keys.rollout_log, 0, LOG_LENGTH - 1)
+            pipe.execute()
+
+    def decisions(self, count: int = 20) -> list[dict]:
+        return [json.loads(raw) for raw in self.client.lrange(self.keys.rollout_log, 0, count - 1)]
+
+
+class _Conflict(Exception):
+    pass

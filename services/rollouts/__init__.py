@@ -1,0 +1,1 @@
+"""The rollout controller service (`edgefer-rollouts`): one per fleet, next to Redis."""

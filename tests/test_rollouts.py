@@ -1,0 +1,252 @@
+"""Progressive delivery against real edge node processes under stream load and a real redis-server: a good
+version walks through every step, a version that calls every face one class is rolled back on divergence, a
+slow one on latency, a node gone stale holds the rollout, and a controller killed mid-rollout resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from edgefer.registry.cli import main as registry_cli
+from edgefer.registry.manifest import EXPECTED_INPUT
+from edgefer.rollouts.analysis import Window, analyse, js_divergence, quantile
+from edgefer.rollouts.cli import start_rollout
+from edgefer.rollouts.controller import RolloutController
+from edgefer.rollouts.spec import RolloutSpec, RolloutSpecError
+from edgefer.rollouts.store import RolloutStore
+from edgefer.v1 import edge_pb2, edge_pb2_grpc
+from tests.conftest import synthetic_faces
+
+FAST = {"bake": "2s", "settle": "0.5s", "min_faces": 20}
+
+
+def classifier_onnx(weights: list[float], heavy: int = 0) -> bytes:
+    """Pooled pixels x weights -> 7 logits; `heavy` extra 768x768 MatMuls on the input (slow, same answers)."""
+    from onnx import TensorProto, helper
+
+    init = [helper.make_tensor("w", TensorProto.FLOAT, [1, 7], weights)]
+    nodes = [helper.make_node("GlobalAveragePool", ["faces"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["raw"])]
+    last = "raw"
+    if heavy:
+        rng = np.random.default_rng(0)
+        init.append(helper.make_tensor("spread", TensorProto.FLOAT, [1, 768], rng.random(768).astype(np.float32).tolist()))
+        init.append(helper.make_tensor("big", TensorProto.FLOAT, [768, 768],
+                                       (rng.random((768, 768)) / 768).astype(np.float32).ravel().tolist()))
+        init.append(helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]))
+        nodes.append(helper.make_node("MatMul", ["flat", "spread"], ["h0"]))
+        for i in range(heavy):
+            nodes.append(helper.make_node("MatMul", [f"h{i}", "big"], [f"h{i + 1}"]))
+        nodes += [helper.make_node("ReduceMean", [f"h{heavy}"], ["m"], keepdims=1),
+                  helper.make_node("Mul", ["m", "zero"], ["nothing"]),
+                  helper.make_node("Add", ["raw", "nothing"], ["logits"])]
+        last = "logits"
+    else:
+        nodes[-1] = helper.make_node("MatMul", ["flat", "w"], ["logits"])
+        last = "logits"
+    graph = helper.make_graph(nodes, "classifier",
+                              [helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 1, 48, 48])],
+                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, ["N", 7])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+# "good" is the stable model's function in other bytes; ONE_CLASS answers "happy" whatever the face.
+STABLE = [0.004 * k * (1 if k % 2 else -1) + 0.01 for k in range(7)]
+GOOD = [w * 1.0001 for w in STABLE]
+ONE_CLASS = [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0]  # "happy" for every face
+
+
+class Load(threading.Thread):
+    """A paced stream of varied face crops to one node."""
+
+    def __init__(self, target: str, fps: float = 40.0) -> None:
+        super().__init__(daemon=True)
+        self.target, self.period, self.stop = target, 1.0 / fps, threading.Event()
+        x, _ = synthetic_faces(64, seed=5)
+        self.faces = [(x[i] // (1 + i % 4)).astype(np.uint8) for i in range(64)]  # brightness varies
+
+    def frames(self):
+        sequence = 0
+        while not self.stop.is_set():
+            face = self.faces[sequence % len(self.faces)]
+            raw = edge_pb2.RawImage(width=48, height=48, format=edge_pb2.PIXEL_FORMAT_GRAY, pixels=face.tobytes())
+            yield edge_pb2.Frame(sequence=sequence, raw=raw, is_face_crop=True)
+            sequence += 1
+            time.sleep(self.period)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with grpc.insecure_channel(self.target) as channel:
+                    for _ in edge_pb2_grpc.EdgeFerStub(channel).StreamClassify(self.frames()):
+                        pass
+            except grpc.RpcError:
+                time.sleep(0.2)
+
+
+@pytest.fixture
+def fleet(node_fleet):
+    """Three nodes serving STABLE under load; yields (registry, signer, nodes, publish)."""
+    registry, signer, start = node_fleet
+
+    def publish(weights: list[float], heavy: int = 0, promote: bool = False) -> int:
+        return registry.publish(classifier_onnx(weights, heavy), f"m{len(registry.versions())}", EXPECTED_INPUT, {},
+                                signer, promote=promote).version
+
+    stable = publish(STABLE, promote=True)
+    nodes = start(3)
+    for node in nodes:
+        assert node.wait_version(str(stable), timeout_s=30)
+    loads = [Load(node.target) for node in nodes]
+    for load in loads:
+        load.start()
+    yield registry, signer, nodes, publish
+    for load in loads:
+        load.stop.set()
+
+
+def drive(controller: RolloutController, until: set[str], timeout_s: float = 60.0, seen: list | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = controller.tick()
+        if seen is not None and record is not None:
+            seen.append(record.state)
+        if record is not None and record.state in until:
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"rollout still {controller.store.get()} after {timeout_s}s")
+
+
+def test_a_good_version_walks_through_every_step_to_everyone(fleet) -> None:
+    registry, _, nodes, publish = fleet
+    good = publish(GOOD)
+    start_rollout(registry, good, RolloutSpec(steps="30,60,100", **FAST), "test")
+    record = drive(RolloutController(registry, stale_after_s=3), {"promoted", "rolled_back", "paused", "aborted"})
+    assert record.state == "promoted", record.reason
+    assert registry.desired().version == good and registry.desired().canary is None
+    decisions = [d["decision"] for d in reversed(RolloutStore(registry.client, registry.keys).decisions(50))]
+    assert [d for d in decisions if d in ("step", "advance", "promoted")] == ["step", "advance", "step", "advance", "promoted"]
+    assert all(node.wait_version(str(good), timeout_s=10) for node in nodes)
+
+
+def test_a_version_that_calls_every_face_one_class_is_rolled_back_at_the_first_step(fleet, capsys) -> None:
+    registry, _, nodes, publish = fleet
+    stable = registry.desired().version
+    biased = publish(ONE_CLASS)
+    start_rollout(registry, biased, RolloutSpec(steps="30,60,100", **FAST), "test")
+    record = drive(RolloutController(registry, stale_after_s=3), {"promoted", "rolled_back", "paused", "aborted"})
+    assert record.state == "rolled_back" and record.step == 0
+    assert "class divergence" in record.reason
+    assert registry.desired().version == stable and registry.desired().canary is None
+    assert all(node.wait_version(str(stable), timeout_s=10) for node in nodes)
+    assert registry_cli(["--redis-url", _url(registry), "rollout", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "rolled_back" in out and "FAIL class divergence" in out
+
+
+def test_a_slow_version_is_rolled_back_on_latency(fleet) -> None:
+    registry, _, _, publish = fleet
+    slow = publish(STABLE, heavy=96)
+    start_rollout(registry, slow, RolloutSpec(steps="30,60,100", **FAST), "test")
+    record = drive(RolloutController(registry, stale_after_s=3), {"promoted", "rolled_back", "paused", "aborted"})
+    assert record.state == "rolled_back" and "p99 latency" in record.reason, record.reason
+    assert "class divergence" not in record.reason  # the same answers, only slower
+
+
+def test_a_node_that_goes_stale_during_a_step_holds_the_rollout(fleet) -> None:
+    registry, _, nodes, publish = fleet
+    good = publish(GOOD)
+    start_rollout(registry, good, RolloutSpec(steps="30,60,100", bake="4s", settle="1.5s", min_faces=20), "test")
+    controller = RolloutController(registry, stale_after_s=2)
+    drive(controller, {"running"}, timeout_s=10)
+    while not controller.store.get().bake_started:
+        controller.tick()
+        time.sleep(0.2)
+    frozen = nodes[0]
+    os.kill(frozen._process.pid, signal.SIGSTOP)  # alive but silent: no heartbeats
+    try:
+        record = drive(controller, {"holding"}, timeout_s=15)
+        assert frozen.node_id in record.reason and record.step == 0
+    finally:
+        os.kill(frozen._process.pid, signal.SIGCONT)
+    record = drive(controller, {"promoted", "rolled_back", "paused", "aborted"}, timeout_s=60)
+    assert record.state == "promoted", record.reason
+
+
+def test_a_controller_killed_mid_rollout_resumes_where_it_was(fleet, redis_server) -> None:
+    registry, _, _, publish = fleet
+    good = publish(GOOD)
+    start_rollout(registry, good, RolloutSpec(steps="30,60,100", bake="3s", settle="0.5s", min_faces=20), "test")
+    command = [sys.executable, "-m", "services.rollouts.main", "--redis-url", redis_server.url, "--metrics-port", "0",
+               "--tick-s", "0.2", "--stale-after-s", "3"]
+    store = RolloutStore(registry.client, registry.keys)
+    first = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    while not ((r := store.get()) and r.step == 1 and r.participants) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert store.get().step == 1 and store.get().state == "running"  # killed in step 2
+    second = subprocess.Popen(command)
+    try:
+        while store.get().state not in ("promoted", "rolled_back", "paused", "aborted") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=20)
+    assert store.get().state == "promoted"
+    steps = [d["step"] for d in store.decisions(50) if d["decision"] == "step"]
+    assert sorted(steps) == [1, 2]  # step 2 was not started twice: the second controller went on with it
+
+
+def test_operator_pause_resume_and_abort(fleet) -> None:
+    registry, _, _, publish = fleet
+    stable = registry.desired().version
+    good = publish(GOOD)
+    url = _url(registry)
+    assert registry_cli(["--redis-url", url, "rollout", "start", str(good), "--steps", "50,100", "--bake", "30s"]) == 0
+    controller = RolloutController(registry, stale_after_s=3)
+    drive(controller, {"running"}, timeout_s=10)
+    controller.tick()
+    assert registry.desired().canary.version == good
+    assert registry_cli(["--redis-url", url, "rollout", "pause"]) == 0
+    assert controller.tick().state == "paused"
+    assert registry_cli(["--redis-url", url, "rollout", "resume"]) == 0
+    assert registry_cli(["--redis-url", url, "rollout", "abort"]) == 0
+    assert registry.desired().version == stable and registry.desired().canary is None  # taken away at once
+    assert registry_cli(["--redis-url", url, "rollout", "start", str(stable)]) == 2  # already the desired version
+
+
+def _url(registry) -> str:
+    kwargs = registry.client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+def test_the_analysis_names_what_moved() -> None:
+    spec = RolloutSpec(min_faces=10)
+    stable = Window(faces=100, frames=100, classes=[10, 5, 10, 40, 15, 10, 10], confidence_sum=70.0,
+                    latency_buckets={"0.001": 90, "0.002": 100, "+Inf": 100}, ok=100)
+    same = Window(faces=100, frames=100, classes=[11, 4, 10, 41, 14, 10, 10], confidence_sum=69.0,
+                  latency_buckets={"0.001": 88, "0.002": 100, "+Inf": 100}, ok=100)
+    assert analyse(spec, same, stable).verdict == "pass"
+    unsure = Window(faces=100, frames=100, classes=[11, 4, 10, 41, 14, 10, 10], confidence_sum=30.0,
+                    latency_buckets={"0.001": 88, "0.002": 100, "+Inf": 100}, ok=100)
+    result = analyse(spec, unsure, stable)
+    assert result.verdict == "fail" and "mean confidence" in result.reason
+    assert analyse(spec, Window(faces=3), stable).verdict == "wait"
+    assert js_divergence([1, 0], [0, 1]) == pytest.approx(1.0) and js_divergence([0.5, 0.5], [0.5, 0.5]) == 0
+    assert quantile({"0.001": 98, "0.005": 100, "+Inf": 100}, 0.99) == 0.005
+    with pytest.raises(RolloutSpecError, match="ending at 100"):
+        RolloutSpec(steps="5,50")
