@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import inspect
 import io
+import json
 import re
 import tokenize
 import typing
@@ -100,6 +101,11 @@ def parse_value(name: str, raw: str, kind: str) -> Any:
             return raw.lower() in ("1", "true", "yes")
         if base == "Path":
             return Path(raw) if raw else None
+        if base == "dict":
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError(raw)
+            return value
         return raw
     except ValueError as exc:
         raise ValueError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
@@ -112,6 +118,8 @@ def value_matches(kind: str, value: object) -> bool:
     if _repeated(kind):
         return isinstance(value, list) and all(value_matches(_element(kind), item) for item in value)
     base = kind.replace(" | None", "").strip()
+    if base == "dict":
+        return isinstance(value, dict)
     if base == "bool":
         return isinstance(value, bool)
     if base == "int":

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -250,3 +249,40 @@ def test_the_analysis_names_what_moved() -> None:
     assert quantile({"0.001": 98, "0.005": 100, "+Inf": 100}, 0.99) == 0.005
     with pytest.raises(RolloutSpecError, match="ending at 100"):
         RolloutSpec(steps="5,50")
+
+
+def test_a_job_hands_its_version_to_the_controller_and_ends_with_the_rollouts_outcome(fleet, redis_server, signing_keys,
+                                                                                      tmp_path, toy_npz) -> None:
+    from compression_worker.service.settings import WorkerServiceSettings
+    from compression_worker.service.worker import Worker
+    from edgefer.jobs.cli import main as jobs_cli
+
+    registry, _, nodes, _ = fleet
+    stable = registry.desired().version
+    worker = Worker(WorkerServiceSettings(redis_url=redis_server.url, work_dir=tmp_path / "jobs", signing_key=signing_keys[0],
+                                          metrics_port=0, threads=1, consumer="w1", accuracy_tolerance=1.0,
+                                          max_recall_drop=1.0))
+    controller = RolloutController(registry, stale_after_s=3)
+    stop = threading.Event()
+
+    def run_controller() -> None:
+        while not stop.wait(0.2):
+            controller.tick()
+
+    threading.Thread(target=run_controller, daemon=True).start()
+    try:
+        assert jobs_cli(["--redis-url", redis_server.url, "submit", "--data", str(toy_npz), "--job-id", "canaried",
+                         "--arch", "ean-xs", "--teacher", "train", "--teacher-epochs", "1", "--round-epochs", "1",
+                         "--local-epochs", "0", "--finetune-epochs", "1", "--prune-target", "0.3", "--no-quantize",
+                         "--rollout", '{"steps": "50,100", "bake": "2s", "settle": "0.5s", "min_faces": 20}']) == 0
+        outcome = worker.handle(worker.queue.next(block_ms=100, claim_idle_ms=60_000))
+    finally:
+        stop.set()
+    record = worker.status.get("canaried")
+    published = record["published_version"]
+    # the job's EAN answers nothing like the stable linear model: the canary step catches it
+    assert outcome == "rolled_back" and record["state"] == "rolled_back", record
+    assert record["rollout"]["state"] == "rolled_back" and "class divergence" in record["rollout"]["reason"]
+    assert registry.desired().version == stable and registry.desired().canary is None
+    assert all(node.wait_version(str(stable), timeout_s=10) for node in nodes)
+    assert published != stable

@@ -46,6 +46,9 @@ from edgefer.onnx_model import OnnxFaceClassifier
 from edgefer.registry.manifest import EXPECTED_INPUT, card_metrics
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry
+from edgefer.rollouts.cli import start_rollout
+from edgefer.rollouts.spec import RolloutSpec
+from edgefer.rollouts.store import FINAL, RolloutStore
 
 MIRROR_PASSES = 2  # the exported graph runs the network on the face and its mirror
 BUDGET_MARGIN = 0.98  # aim a little under the fleet's MAC budget: the ONNX count includes small ops the plan skips
@@ -79,7 +82,7 @@ class JobRunner:
         self._done: dict[str, dict] = json.loads(self._ledger.read_text()) if self._ledger.exists() else {}
         self._weights = {
             "teacher": s.teacher_epochs, "distill": s.rounds * s.round_epochs, "prune": s.local_epochs + s.finetune_epochs,
-            "export": 2, "evaluate": 1, "gate": 0, "publish": 0,
+            "export": 2, "evaluate": 1, "gate": 0, "publish": 0, "rollout": 0,
         }
         self._started = time.monotonic()
         self._epochs_seen = 0
@@ -101,7 +104,10 @@ class JobRunner:
         published = self._stage("publish", lambda: self._publish(Path(candidate["onnx"]), evaluation["candidate"], lineage))
         self.ctx.status.update(self.spec.job_id, published_version=published["version"])
         self.ctx.metrics.last_published_accuracy.set(evaluation["candidate"]["accuracy"])
-        return "published"
+        if self.spec.rollout is None:
+            return "published"
+        rollout = self._stage("rollout", lambda: self._rollout(published["version"]))
+        return "published" if rollout["state"] == "promoted" else "rolled_back"
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -282,9 +288,36 @@ class JobRunner:
                        params=candidate["params"], size_bytes=candidate["size_bytes"], job_id=self.spec.job_id)
         manifest = self.ctx.registry.publish(
             onnx_path.read_bytes(), onnx_path.stem, EXPECTED_INPUT, metrics, self.ctx.signer,
-            promote=self.spec.promote, idempotency_key=self.spec.job_id, lineage=lineage,
+            promote=self.spec.promote and self.spec.rollout is None, idempotency_key=self.spec.job_id, lineage=lineage,
         )
         return {"version": manifest.version}
+
+
+    def _rollout(self, version: int) -> dict:
+        """Hand the version to the rollout controller and wait until it is promoted or rolled back (a worker
+        restarted meanwhile finds the rollout running and waits again)."""
+        spec = RolloutSpec.from_dict(self.spec.rollout or {})
+        store = RolloutStore(self.ctx.registry.client, self.ctx.registry.keys)
+        record = store.get()
+        if record is None or record.version != version:
+            record = start_rollout(self.ctx.registry, version, spec, f"job {self.spec.job_id}")
+        deadline = time.monotonic() + rollout_deadline_s(spec)
+        while record.state not in FINAL:
+            if time.monotonic() > deadline:
+                raise JobError(f"the rollout of version {version} did not end in {rollout_deadline_s(spec):.0f}s "
+                               f"({record.state}: {record.reason}); is edgefer-rollouts running for this fleet?")
+            self.ctx.status.update(self.spec.job_id, stage="rollout", rollout={"state": record.state, "step": record.step + 1,
+                                                                               "reason": record.reason})
+            self.ctx.keep_alive()
+            time.sleep(1.0)
+            record = store.get()
+        self.ctx.status.update(self.spec.job_id, rollout={"state": record.state, "step": record.step + 1, "reason": record.reason})
+        return {"state": record.state, "reason": record.reason}
+
+
+def rollout_deadline_s(spec: RolloutSpec) -> float:
+    """Long enough for every step to settle and wait its bakes, with room for slow convergence."""
+    return 2 * len(spec.shares()) * (spec.settle_s() + spec.bake_s() * spec.max_wait_bakes) + 120
 
 
 def _scores(model: OnnxFaceClassifier, faces: Faces) -> dict:

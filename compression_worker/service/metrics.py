@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
-STAGES = ("idle", "teacher", "distill", "prune", "export", "evaluate", "gate", "publish")
-OUTCOMES = ("published", "rejected", "failed")
+from edgefer.jobs.status import ENDED as OUTCOMES
+
+STAGES = ("idle", "teacher", "distill", "prune", "export", "evaluate", "gate", "publish", "rollout")
 
 
 class WorkerMetrics:

@@ -7,6 +7,7 @@ import re
 import uuid
 from dataclasses import asdict, dataclass, fields
 
+from edgefer.rollouts.spec import RolloutSpec, RolloutSpecError
 from edgefer.settings_fields import option, value_matches
 
 _SHA_PREFIX = re.compile(r"[0-9a-f]{8,64}")
@@ -45,6 +46,9 @@ class JobSpec:
     finetune_epochs: int = 12  # per pruning step, fine-tuning the whole network
     quantize: bool = True  # publish the INT8 model (no: the float one)
     promote: bool = True  # roll out a version that passes the gate (no: publish only)
+    rollout: dict | None = option(None, doc="roll out step by step instead of promoting at once: a rollout spec "
+                                  "(edgefer/rollouts/spec.py fields, {} for the defaults); the job ends when it is "
+                                  "promoted or rolled back (edgefer-rollouts must run)")
     seed: int = 0  # weights and augmentation
 
     @classmethod
@@ -74,6 +78,11 @@ class JobSpec:
         """What is wrong whatever machine runs the job (ranges, modes), so a submitter hears it at once; what
         depends on the worker (its files, its architectures) is checked there
         (compression_worker/service/job_checks.py)."""
+        if self.rollout is not None:
+            try:
+                RolloutSpec.from_dict(self.rollout)
+            except RolloutSpecError as exc:
+                raise JobError(f"job setting rollout: {exc}") from exc
         if self.teacher not in ("best", "train") and not _SHA_PREFIX.fullmatch(self.teacher):
             raise JobError(f"teacher must be best, train or an artefact's sha256 (8+ hex digits), not {self.teacher!r}")
         if self.prune_target is not None and not 0 < self.prune_target < 0.95:

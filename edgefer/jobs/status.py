@@ -9,8 +9,8 @@ import redis
 
 from edgefer.registry.keys import FleetKeys
 
-ENDED = ("published", "rejected", "failed")
-NOT_RERUN = ("published", "rejected")  # a redelivered job that ended so is acknowledged, not run again
+ENDED = ("published", "rejected", "failed", "rolled_back")
+NOT_RERUN = ("published", "rejected", "rolled_back")  # a redelivered job that ended so is acknowledged, not run again
 
 
 class JobStatusStore:
