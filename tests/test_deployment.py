@@ -15,7 +15,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from compression_worker.service.fleet_metrics import FleetCollector
 from compression_worker.service.metrics import WorkerMetrics
@@ -25,15 +25,18 @@ from edgefer.localfleet.ports import free_port
 from edgefer.registry.cli import RegistryCliSettings
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.store import ModelRegistry
+from edgefer.rollouts.store import RolloutStore
 from services.client.metrics import ClientMetrics
 from services.edge.metrics import EdgeMetrics
 from services.edge.settings import EdgeSettings
+from services.rollouts.main import RolloutCollector, RolloutSettings
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.31.0"
 YAML_FILES = sorted([REPO / "docker-compose.yml", *REPO.glob("k8s/**/*.yaml"), *REPO.glob("monitoring/**/*.yml"),
                      *REPO.glob("monitoring/**/*.yaml")])
-SETTINGS = {f"EDGEFER_{f.name.upper()}" for cls in (EdgeSettings, WorkerServiceSettings, RegistryCliSettings) for f in fields(cls)}
+SETTINGS = {f"EDGEFER_{f.name.upper()}" for cls in (EdgeSettings, WorkerServiceSettings, RegistryCliSettings, RolloutSettings)
+            for f in fields(cls)}
 
 
 def documents(path: Path) -> list[dict]:
@@ -139,7 +142,9 @@ def test_compose_services_files_and_ports_agree() -> None:
     scrape = yaml.safe_load((REPO / "monitoring/prometheus.yml").read_text())["scrape_configs"]
     targets = {t for job in scrape for cfg in job["static_configs"] for t in cfg["targets"]}
     assert targets == {f"edge-1:{EdgeSettings.metrics_port}", f"edge-2:{EdgeSettings.metrics_port}",
-                       f"worker:{WorkerServiceSettings.metrics_port}", "client:9300"}
+                       f"worker:{WorkerServiceSettings.metrics_port}", "client:9300",
+                       f"rollouts:{RolloutSettings.metrics_port}"}
+    assert int(services["rollouts"]["environment"]["EDGEFER_METRICS_PORT"]) == RolloutSettings.metrics_port
     assert "9300" in services["client"]["command"]
 
 
@@ -205,7 +210,11 @@ def test_every_metric_in_the_dashboard_and_alerts_is_exported(redis_server) -> N
     client = connect(RegistryAccess(redis_url=redis_server.url))
     worker = WorkerMetrics()
     worker.registry.register(FleetCollector(ModelRegistry(client), JobQueue(client)))  # as the worker service does
-    exported = scrape(EdgeMetrics().registry) | scrape(worker.registry) | scrape(ClientMetrics().registry)
+    rollouts = CollectorRegistry()
+    rollouts.register(RolloutCollector(RolloutStore(client, ModelRegistry(client).keys)))
+    Counter("edgefer_rollout_decisions", "as the controller service counts them", ["decision"], registry=rollouts)
+    exported = (scrape(EdgeMetrics().registry) | scrape(worker.registry) | scrape(ClientMetrics().registry)
+                | scrape(rollouts))
     dashboard = json.loads((REPO / "monitoring/grafana/dashboards/edgefer-latency.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [a["expr"] for a in dashboard["annotations"]["list"]]

@@ -68,7 +68,7 @@ def test_the_prometheus_rule_is_the_alert_file_and_pod_monitors_select_real_pods
             if doc and doc["kind"] in ("DaemonSet", "Deployment"):
                 workloads[doc["metadata"]["name"]] = doc["spec"]["template"]
     monitors = [d for d in yaml.safe_load_all((MONITORING / "operator/pod-monitors.yaml").read_text()) if d]
-    assert {m["metadata"]["name"] for m in monitors} == {"edgefer-edge", "edgefer-worker"}
+    assert {m["metadata"]["name"] for m in monitors} == {"edgefer-edge", "edgefer-worker", "edgefer-rollouts"}
     for monitor in monitors:
         wanted = monitor["spec"]["selector"]["matchLabels"]
         selected = [t for t in workloads.values() if wanted.items() <= t["metadata"]["labels"].items()]

@@ -106,6 +106,23 @@ def dashboard() -> dict:
     lay.add("Faces per onnxruntime call (dynamic batching)",
             [("sum by (instance) (rate(edgefer_inference_batch_faces_sum[$__rate_interval])) / "
               "sum by (instance) (rate(edgefer_inference_batch_faces_count[$__rate_interval]))", "{{instance}}")], "short")
+    lay.add("Rollout: step, canary share and version",
+            [("edgefer_rollout_step", "step"), ("edgefer_rollout_canary_share", "canary share %"),
+             ("edgefer_rollout_canary_version", "canary version")], "short",
+            description="From the rollout controller (edgefer-rollouts); 0 when no rollout is active.")
+    lay.add("Rollout state and decisions",
+            [("edgefer_rollout_state == 1", "{{state}}"),
+             ("sum by (decision) (increase(edgefer_rollout_decisions_total[$__rate_interval]))", "{{decision}}")], "short")
+    lay.add("Predicted classes by model version (canary vs stable)",
+            [("sum by (version, emotion) (rate(edgefer_predictions_total[$__rate_interval])) / ignoring(emotion) "
+              "group_left sum by (version) (rate(edgefer_predictions_total[$__rate_interval]))", "v{{version}} {{emotion}}")],
+            "percentunit", full=True,
+            description="What the rollout analysis compares: a version that calls every face one class stands out here.")
+    lay.add("Mean top-1 confidence by model version",
+            [("sum by (version) (rate(edgefer_prediction_confidence_sum[$__rate_interval])) / "
+              "sum by (version) (rate(edgefer_prediction_confidence_count[$__rate_interval]))", "v{{version}}")], "percentunit")
+    lay.add("Frame latency p99 by model version",
+            [(latency_quantile(0.99, "edgefer_version_latency_seconds", "version"), "v{{version}}")], "s")
     lay.add("Worker job progress and stage",
             [("edgefer_worker_job_progress_ratio", "progress"), ("edgefer_worker_stage == 1", "{{edgefer_worker_stage}}")],
             "percentunit")
