@@ -246,7 +246,8 @@ def test_the_analysis_names_what_moved() -> None:
     assert result.verdict == "fail" and "mean confidence" in result.reason
     assert analyse(spec, Window(faces=3), stable).verdict == "wait"
     assert js_divergence([1, 0], [0, 1]) == pytest.approx(1.0) and js_divergence([0.5, 0.5], [0.5, 0.5]) == 0
-    assert quantile({"0.001": 98, "0.005": 100, "+Inf": 100}, 0.99) == 0.005
+    assert quantile({"0.001": 98, "0.005": 100, "+Inf": 100}, 0.99) == pytest.approx(0.003)
+    assert quantile({"0.001": 50, "+Inf": 100}, 0.99) == 0.001
     with pytest.raises(RolloutSpecError, match="ending at 100"):
         RolloutSpec(steps="5,50")
 

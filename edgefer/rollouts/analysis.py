@@ -16,6 +16,9 @@ from edgefer.registry.status import NodeStatus
 from edgefer.rollouts.spec import RolloutSpec
 
 
+TAIL_FRAMES = 3
+
+
 @dataclass
 class Window:
     """What a group of nodes served with one version in the bake window."""
@@ -46,7 +49,10 @@ class Window:
 
     @property
     def p99_ms(self) -> float:
-        return 1e3 * quantile(self.latency_buckets, 0.99)
+        """p99, or in a window of fewer than 300 frames the highest quantile three frames still support (one slow
+        frame among fifty is noise, not a regression)."""
+        frames = max(self.latency_buckets.values(), default=0)
+        return 1e3 * quantile(self.latency_buckets, min(0.99, 1 - TAIL_FRAMES / frames) if frames else 0.99)
 
     @property
     def error_rate(self) -> float:
@@ -81,16 +87,20 @@ def node_window(before: NodeStatus | None, after: NodeStatus, version: str) -> W
 
 
 def quantile(buckets: dict[str, int], q: float) -> float:
-    """Upper bound of the histogram bucket holding the q-quantile (seconds); 0 without observations."""
+    """The q-quantile of a cumulative histogram (seconds), interpolated linearly inside its bucket as
+    Prometheus's histogram_quantile does; the largest finite bound when it falls in +Inf; 0 when empty."""
     ordered = sorted((float(le), count) for le, count in buckets.items())
     if not ordered or ordered[-1][1] == 0:
         return 0.0
     target = q * ordered[-1][1]
-    finite = [le for le, _ in ordered if math.isfinite(le)]
+    lower, below = 0.0, 0
     for le, count in ordered:
         if count >= target:
-            return le if math.isfinite(le) else 2 * (finite[-1] if finite else 1.0)
-    return ordered[-1][0]
+            if not math.isfinite(le):
+                return lower
+            return lower + (le - lower) * (target - below) / max(1, count - below)
+        lower, below = le, count
+    return lower
 
 
 def js_divergence(p: list[float], q: list[float]) -> float:

@@ -34,7 +34,7 @@ class RolloutSpec:
     steps: str = option("5,25,50,100", doc="canary shares of the live nodes in percent, the last 100 (promote)")
     bake: str = "2m"  # how long canary and stable nodes serve side by side before each step is judged
     settle: str = "5s"  # after a step starts or a held rollout resumes: swaps and backlogs settle before the window
-    min_faces: int = 50  # faces each side must have classified in the window before it is judged
+    min_faces: int = 200  # faces each side must have classified in the window before it is judged (p99 needs them)
     max_divergence: float = 0.1  # Jensen-Shannon divergence (base 2) of the predicted-class distributions
     max_confidence_drop: float = 0.1  # the canary's mean top-1 confidence may be this much below the stable one's
     max_latency_ratio: float = 1.5  # canary p99 latency may be at most this times the stable p99 ...

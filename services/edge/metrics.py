@@ -14,6 +14,9 @@ FRAME_STATUSES = ("ok", "invalid", "dropped")
 ERROR_CODES = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED")
 SYNC_FAILURE_REASONS = ("missing", "key", "signature", "identity", "input", "integrity", "load", "error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+# Per-version latency, finer than LATENCY_BUCKETS: a rollout compares canary and stable p99 from it.
+VERSION_LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03,
+                           0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 FACES_BUCKETS = (0, 1, 2, 3, 5, 10)
 # What every serving process of a node counts; the rest describes the node's model and its registry link,
@@ -68,7 +71,7 @@ class EdgeMetrics:
         self.frame_faces = Histogram("edgefer_frame_faces", "Faces per answered frame, by model version", ["version"],
                                      buckets=FACES_BUCKETS, registry=r)
         self.version_latency = Histogram("edgefer_version_latency_seconds", "Time per answered frame, by model version",
-                                         ["version"], buckets=LATENCY_BUCKETS, registry=r)
+                                         ["version"], buckets=VERSION_LATENCY_BUCKETS, registry=r)
         self._field: dict[str, FieldSeries] = {}
         self.sync_seconds = Histogram(
             "edgefer_model_sync_seconds", "Fetch, verify, load and swap of a new version", buckets=LATENCY_BUCKETS, registry=r
