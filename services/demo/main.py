@@ -115,11 +115,11 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     print("edge nodes " + ", ".join(f"{n.node_id} on {n.target}" for n in nodes) + f" serve version {serving}", flush=True)
     worker_cmd = [sys.executable, "-m", "compression_worker.service.worker", "--redis-url", redis_server.url, "--work-dir",
                   str(work / "jobs"), "--signing-key", str(work / "worker.pem"), "--metrics-port", "0", "--threads", "1",
-                  "--accuracy-tolerance", "1.0", "--max-latency-ms", "50"]
+                  "--accuracy-tolerance", "1.0", "--max-recall-drop", "1.0", "--max-latency-ms", "50"]
     with open(work / "worker.log", "ab") as log:
         worker = subprocess.Popen(worker_cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     stack.callback(lambda: (worker.send_signal(signal.SIGTERM), worker.wait(timeout=30)))
-    print("compression worker started (demo gate: accepts any held-back accuracy so the swap shows; "
+    print("compression worker started (demo gate: accepts any held-back accuracy and recall so the swap shows; "
           "the production default allows 0.5 points below the serving model)", flush=True)
 
     stop = threading.Event()

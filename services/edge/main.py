@@ -61,25 +61,29 @@ def start_sync_agent(node: ServingNode, settings: EdgeSettings, exposed: Collect
     return agent
 
 
-def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> tuple[ServingNode, CollectorRegistry]:
-    """This process's server, the replicas when settings.workers > 1, and the metrics endpoint over all
-    (returned too: the node's status record summarises it)."""
+def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> ServingNode:
+    """This process's server, the replicas when settings.workers > 1, and the metrics endpoint over all."""
     local = start_server(settings, metrics)
     if settings.workers <= 1:
         node: ServingNode = local
-        exposed = metrics.registry
     else:
         replicas = ReplicaSet(settings.for_replica(local.port), settings.workers - 1, local.holder, lambda: local.serving,
                               metrics)
         node = ReplicatedNode(local, replicas)
-        exposed = node_registry(metrics.registry, replicas.snapshots)
     if settings.metrics_port:
         try:
-            start_http_server(settings.metrics_port, registry=exposed)
+            start_http_server(settings.metrics_port, registry=node_metrics(node, metrics))
         except OSError:
             node.stop(0)
             raise
-    return node, exposed
+    return node
+
+
+def node_metrics(node: ServingNode, metrics: EdgeMetrics) -> CollectorRegistry:
+    """What the node's /metrics serves and its status record summarises: its own metrics plus its replicas' traffic."""
+    if isinstance(node, ReplicatedNode):
+        return node_registry(metrics.registry, node.replicas.snapshots)
+    return metrics.registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = EdgeMetrics()
     metrics.node.info({"node_id": settings.node_id, "fleet": settings.fleet})
     try:
-        node, exposed = start_node(settings, metrics)
-        agent = start_sync_agent(node, settings, exposed) if settings.redis_url else None
+        node = start_node(settings, metrics)
+        agent = start_sync_agent(node, settings, node_metrics(node, metrics)) if settings.redis_url else None
     except (ValueError, OSError) as exc:
         print(f"edgefer-edge: error: {exc}", file=sys.stderr)
         return 2
