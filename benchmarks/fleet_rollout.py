@@ -17,10 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from edgefer.localfleet.edge_nodes import EdgeNodeProcess
+from edgefer.localfleet.face_stream import FaceStream
 from edgefer.localfleet.ports import free_port
 from edgefer.localfleet.redis_server import RedisServer
 from edgefer.registry.connection import RegistryAccess, connect
@@ -28,40 +28,8 @@ from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner, generate_keypair
 from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
-from edgefer.v1 import edge_pb2, edge_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class PacedStream(threading.Thread):
-    """One stream to one node at a fixed frame rate; counts results and failures."""
-
-    def __init__(self, target: str, fps: float, stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.target, self.period, self.stop = target, 1.0 / fps, stop
-        self.ok = self.failed = 0
-        self.versions: set[str] = set()
-
-    def frames(self):
-        face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8).tobytes()
-        raw = edge_pb2.RawImage(width=48, height=48, format=edge_pb2.PIXEL_FORMAT_GRAY, pixels=face)
-        sequence = 0
-        while not self.stop.is_set():
-            yield edge_pb2.Frame(sequence=sequence, raw=raw, is_face_crop=True)
-            sequence += 1
-            time.sleep(self.period)
-
-    def run(self) -> None:
-        with grpc.insecure_channel(self.target) as channel:
-            try:
-                for result in edge_pb2_grpc.EdgeFerStub(channel).StreamClassify(self.frames()):
-                    if result.status == edge_pb2.FRAME_STATUS_OK:
-                        self.ok += 1
-                        self.versions.add(result.model_version)
-                    else:
-                        self.failed += 1
-            except grpc.RpcError:
-                self.failed += 1
 
 
 def wait_converged(registry: ModelRegistry, node_ids: list[str], version: str, timeout_s: float) -> float | None:
@@ -99,7 +67,8 @@ def main() -> None:
             first = str(registry.publish(blob, "bench", EXPECTED_INPUT, {}, signer, promote=True).version)
             if not all(node.wait_version(first, timeout_s=60) for node in nodes):
                 raise SystemExit("the fleet did not start")
-            streams = [PacedStream(node.target, args.fps, stop) for node in nodes]
+            face = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
+            streams = [FaceStream(node.target, face, args.fps, stop, reconnect=False) for node in nodes]
             for s in streams:
                 s.start()
             time.sleep(1.0)

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -25,6 +23,7 @@ from onnx import helper, numpy_helper
 from edgefer.datasets import load_faces
 from edgefer.labels import CLASSES
 from edgefer.localfleet.edge_nodes import EdgeNodeProcess
+from edgefer.localfleet.face_stream import FaceStream
 from edgefer.localfleet.ports import free_port
 from edgefer.localfleet.redis_server import RedisServer
 from edgefer.registry.connection import RegistryAccess, connect
@@ -35,7 +34,6 @@ from edgefer.rollouts.cli import start_rollout
 from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.spec import RolloutSpec
 from edgefer.rollouts.store import FINAL, RolloutStore
-from edgefer.v1 import edge_pb2, edge_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,35 +74,6 @@ def slowed(model: onnx.ModelProto, matmuls: int = 48, width: int = 768) -> bytes
     return copy.SerializeToString()
 
 
-class Load(threading.Thread):
-    """A paced stream of real faces to one node; counts answered frames by model version."""
-
-    def __init__(self, target: str, faces: np.ndarray, fps: float, offset: int) -> None:
-        super().__init__(daemon=True)
-        self.target, self.faces, self.period, self.offset = target, faces, 1.0 / fps, offset
-        self.stop = threading.Event()
-        self.by_version: dict[str, int] = {}
-
-    def frames(self):
-        sequence = self.offset
-        while not self.stop.is_set():
-            face = self.faces[sequence % len(self.faces)]
-            raw = edge_pb2.RawImage(width=48, height=48, format=edge_pb2.PIXEL_FORMAT_GRAY, pixels=face.tobytes())
-            yield edge_pb2.Frame(sequence=sequence, raw=raw, is_face_crop=True)
-            sequence += 1
-            time.sleep(self.period)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                with grpc.insecure_channel(self.target) as channel:
-                    for result in edge_pb2_grpc.EdgeFerStub(channel).StreamClassify(self.frames()):
-                        if result.status == edge_pb2.FRAME_STATUS_OK:
-                            self.by_version[result.model_version] = self.by_version.get(result.model_version, 0) + 1
-            except grpc.RpcError:
-                time.sleep(0.2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8)
@@ -135,7 +104,7 @@ def main() -> None:
                      for i in range(args.nodes)]
             for node in nodes:
                 assert node.wait_version(str(stable), timeout_s=60), node.node_id
-            loads = [Load(node.target, faces, args.fps, 97 * i) for i, node in enumerate(nodes)]
+            loads = [FaceStream(node.target, faces, args.fps, offset=97 * i) for i, node in enumerate(nodes)]
             for load in loads:
                 load.start()
             time.sleep(5)

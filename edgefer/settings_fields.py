@@ -129,6 +129,21 @@ def value_matches(kind: str, value: object) -> bool:
     return isinstance(value, str)
 
 
+def check_json_fields(cls: type, data: object, what: str) -> dict:
+    """A JSON object's keys and value types against the fields of `cls` (a job, a profile, a rollout spec);
+    ValueError naming the first unknown or mistyped setting."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    known = {f.name: str(f.type) for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {', '.join(unknown)}")
+    for name, value in data.items():
+        if value is not None and not value_matches(known[name], value):
+            raise ValueError(f"{what} setting {name}: {value!r} is not {known[name]}")
+    return data
+
+
 def add_dataclass_arguments(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,

@@ -198,7 +198,7 @@ def test_a_profile_that_cannot_be_read_is_named(redis_server, capsys) -> None:
     client = connect(RegistryAccess(redis_url=redis_server.url))
     client.set(ModelRegistry(client, "x").keys.profile, json.dumps({"max_macs": "many"}))
     assert registry_cli(["--redis-url", redis_server.url, "--fleet", "x", "profile", "show"]) == 2
-    assert "profile field max_macs: 'many' is not int" in capsys.readouterr().err
+    assert "fleet profile setting max_macs: 'many' is not int" in capsys.readouterr().err
     assert FleetProfile.from_json(FleetProfile(max_macs=7).to_json()).max_macs == 7
 
 

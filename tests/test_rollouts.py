@@ -11,10 +11,10 @@ import sys
 import threading
 import time
 
-import grpc
 import numpy as np
 import pytest
 
+from edgefer.localfleet.face_stream import FaceStream
 from edgefer.registry.cli import main as registry_cli
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.rollouts.analysis import Window, analyse, js_divergence, quantile
@@ -22,7 +22,6 @@ from edgefer.rollouts.cli import start_rollout
 from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.spec import RolloutSpec, RolloutSpecError
 from edgefer.rollouts.store import RolloutStore
-from edgefer.v1 import edge_pb2, edge_pb2_grpc
 from tests.conftest import synthetic_faces
 
 FAST = {"bake": "2s", "settle": "0.5s", "min_faces": 20}
@@ -67,34 +66,6 @@ GOOD = [w * 1.0001 for w in STABLE]
 ONE_CLASS = [0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0]  # "happy" for every face
 
 
-class Load(threading.Thread):
-    """A paced stream of varied face crops to one node."""
-
-    def __init__(self, target: str, fps: float = 40.0) -> None:
-        super().__init__(daemon=True)
-        self.target, self.period, self.stop = target, 1.0 / fps, threading.Event()
-        x, _ = synthetic_faces(64, seed=5)
-        self.faces = [(x[i] // (1 + i % 4)).astype(np.uint8) for i in range(64)]  # brightness varies
-
-    def frames(self):
-        sequence = 0
-        while not self.stop.is_set():
-            face = self.faces[sequence % len(self.faces)]
-            raw = edge_pb2.RawImage(width=48, height=48, format=edge_pb2.PIXEL_FORMAT_GRAY, pixels=face.tobytes())
-            yield edge_pb2.Frame(sequence=sequence, raw=raw, is_face_crop=True)
-            sequence += 1
-            time.sleep(self.period)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                with grpc.insecure_channel(self.target) as channel:
-                    for _ in edge_pb2_grpc.EdgeFerStub(channel).StreamClassify(self.frames()):
-                        pass
-            except grpc.RpcError:
-                time.sleep(0.2)
-
-
 @pytest.fixture
 def fleet(node_fleet):
     """Three nodes serving STABLE under load; yields (registry, signer, nodes, publish)."""
@@ -108,7 +79,9 @@ def fleet(node_fleet):
     nodes = start(3)
     for node in nodes:
         assert node.wait_version(str(stable), timeout_s=30)
-    loads = [Load(node.target) for node in nodes]
+    x, _ = synthetic_faces(64, seed=5)
+    faces = np.stack([(x[i] // (1 + i % 4)).astype(np.uint8) for i in range(64)])  # brightness varies
+    loads = [FaceStream(node.target, faces, fps=40.0) for node in nodes]
     for load in loads:
         load.start()
     yield registry, signer, nodes, publish

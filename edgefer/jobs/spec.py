@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from edgefer.rollouts.spec import RolloutSpec, RolloutSpecError
-from edgefer.settings_fields import option, value_matches
+from edgefer.settings_fields import check_json_fields, option
 
 _SHA_PREFIX = re.compile(r"[0-9a-f]{8,64}")
 
@@ -58,18 +58,12 @@ class JobSpec:
             data = json.loads(raw)
         except ValueError as exc:
             raise JobError(f"job is not JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise JobError("job must be a JSON object")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise JobError(f"unknown job settings: {', '.join(unknown)}")
+        try:
+            check_json_fields(cls, data, "job")
+        except ValueError as exc:
+            raise JobError(str(exc)) from exc
         if "data" not in data:
             raise JobError("job needs a data path")
-        for name, value in data.items():
-            expected = str(known[name].type)
-            if value is not None and not value_matches(expected, value):
-                raise JobError(f"job setting {name}: {value!r} is not {expected}")
         spec = cls(**data)
         spec.check_settings()
         return spec if spec.job_id else cls(**{**data, "job_id": uuid.uuid4().hex[:12]})

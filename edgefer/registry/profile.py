@@ -8,9 +8,9 @@ A fleet without a stored profile has the default one (the budgets of the default
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
-from edgefer.settings_fields import value_matches
+from edgefer.settings_fields import check_json_fields
 
 
 class ProfileError(ValueError):
@@ -42,15 +42,14 @@ class FleetProfile:
 
     @classmethod
     def from_dict(cls, data: object) -> FleetProfile:
-        if not isinstance(data, dict):
-            raise ProfileError("a fleet profile is a JSON object")
-        known = {f.name: str(f.type) for f in fields(cls)}
-        for name, value in data.items():
-            if name not in known:
-                raise ProfileError(f"unknown profile field {name!r}; known: {', '.join(known)}")
-            if not value_matches(known[name], value):
-                raise ProfileError(f"profile field {name}: {value!r} is not {known[name]}")
-        return cls(**data)
+        try:
+            return cls(**check_json_fields(cls, data, "fleet profile"))
+        except TypeError as exc:  # a required budget given as null
+            raise ProfileError(f"fleet profile: {exc}") from exc
+        except ProfileError:
+            raise
+        except ValueError as exc:
+            raise ProfileError(str(exc)) from exc
 
     def updated(self, **changes: object) -> FleetProfile:
         return replace(self, **changes)

@@ -15,7 +15,6 @@ from edgefer.labels import CLASSES
 from edgefer.registry.status import NodeStatus
 from edgefer.rollouts.spec import RolloutSpec
 
-
 TAIL_FRAMES = 3
 
 

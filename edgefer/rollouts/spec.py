@@ -7,10 +7,10 @@ of a JSON spec file (`--spec`) or of a job's `rollout` setting.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgefer.settings_fields import option, value_matches
+from edgefer.settings_fields import check_json_fields, option
 
 
 class RolloutSpecError(ValueError):
@@ -67,23 +67,18 @@ class RolloutSpec:
 
     @classmethod
     def from_dict(cls, data: object) -> RolloutSpec:
-        if not isinstance(data, dict):
-            raise RolloutSpecError("a rollout spec is a JSON object")
-        known = {f.name: str(f.type) for f in fields(cls)}
-        for name, value in data.items():
-            if name not in known:
-                raise RolloutSpecError(f"unknown rollout spec field {name!r}; known: {', '.join(known)}")
-            if name in ("steps", "bake", "settle") and isinstance(value, (int, float, list)):
-                continue
-            if not value_matches(known[name], value):
-                raise RolloutSpecError(f"rollout spec field {name}: {value!r} is not {known[name]}")
-        values = dict(data)
-        if isinstance(values.get("steps"), list):
+        values = dict(data) if isinstance(data, dict) else data
+        if isinstance(values, dict) and isinstance(values.get("steps"), list):
             values["steps"] = ",".join(f"{s:g}" for s in values["steps"])
         for name in ("bake", "settle"):
-            if isinstance(values.get(name), (int, float)):
+            if isinstance(values, dict) and isinstance(values.get(name), (int, float)):
                 values[name] = f"{values[name]:g}"
-        return cls(**values)
+        try:
+            return cls(**check_json_fields(cls, values, "rollout spec"))
+        except RolloutSpecError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise RolloutSpecError(str(exc)) from exc
 
     @classmethod
     def from_file(cls, path: Path) -> RolloutSpec:
