@@ -258,7 +258,12 @@ class JobRunner:
             return {"onnx": str(onnx_path), "float_onnx": str(onnx_path)}
         int8_path = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
         quantize_model(onnx_path, int8_path, self._splits.train, 700, eval_data, torch.get_num_threads())
-        return {"onnx": str(int8_path), "float_onnx": str(onnx_path)}
+        held_back = self._splits.val
+        float_acc, int8_acc = (_scores(OnnxFaceClassifier(p, intra_op_threads=torch.get_num_threads()), held_back)["accuracy"]
+                               for p in (onnx_path, int8_path))
+        kept = int8_path if int8_acc >= float_acc - self.spec.int8_tolerance else onnx_path
+        return {"onnx": str(kept), "float_onnx": str(onnx_path), "int8_onnx": str(int8_path),
+                "held_back_float": float_acc, "held_back_int8": int8_acc}
 
     def _evaluate(self, onnx_path: Path) -> dict:
         """The candidate and the version the fleet serves, on the same held-back faces (the validation split)."""

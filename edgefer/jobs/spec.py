@@ -44,7 +44,8 @@ class JobSpec:
     prune_target: float | None = None  # share of MACs pruning removes (unset: what the fleet's MAC budget needs)
     local_epochs: int = 3  # per pruning step, retraining only the touched layers
     finetune_epochs: int = 12  # per pruning step, fine-tuning the whole network
-    quantize: bool = True  # publish the INT8 model (no: the float one)
+    quantize: bool = True  # publish the INT8 model when it keeps the float's held-back accuracy (no: the float one)
+    int8_tolerance: float = 0.003  # how far below the float model the INT8 one may be on the held-back faces
     promote: bool = True  # roll out a version that passes the gate (no: publish only)
     rollout: dict | None = option(None, doc="roll out step by step instead of promoting at once: a rollout spec "
                                   "(edgefer/rollouts/spec.py fields, {} for the defaults); the job ends when it is "
