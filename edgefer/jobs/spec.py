@@ -32,7 +32,7 @@ class JobSpec:
     teacher_arch: str = ""  # architecture of a teacher trained here (unset: the student's)
     teacher_epochs: int = 55  # epochs of a teacher trained here
     rounds: int = 1  # ITS student rounds
-    round_epochs: int = 40  # epochs per ITS round
+    round_epochs: int = 30  # epochs per ITS round
     temperature: float = 2.0  # softmax temperature of the soft labels (ITS and pruning)
     alpha: float = 0.8  # weight of the soft-label term (ITS and pruning)
     distill_mode: str = option("consistent", choices=("cached", "consistent"),
