@@ -18,6 +18,7 @@ from edgefer.registry.cli import build_parser as registry_parser
 from services.client.main import build_parser as client_parser
 from services.demo.main import build_parser as demo_parser
 from services.edge.settings import EdgeSettings
+from services.rollouts.main import RolloutSettings
 
 
 def settings_parser(cls: type[EnvSettings]) -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ PARSERS = {
     "edgefer-client": client_parser,
     "edgefer-classify": classify_parser,
     "edgefer-demo": demo_parser,
+    "edgefer-rollouts": lambda: settings_parser(RolloutSettings),
 }
 
 
@@ -53,7 +55,7 @@ def test_every_flag_has_help(program: str) -> None:
     assert not bare, f"{program}: {bare}"
 
 
-@pytest.mark.parametrize("cls", [EdgeSettings, WorkerServiceSettings, RegistryCliSettings])
+@pytest.mark.parametrize("cls", [EdgeSettings, WorkerServiceSettings, RegistryCliSettings, RolloutSettings])
 def test_every_setting_is_documented_and_its_flag_names_its_variable(cls: type[EnvSettings]) -> None:
     docs = setting_docs(cls)
     assert not [f.name for f in fields(cls) if not docs.get(f.name)]
