@@ -37,8 +37,19 @@ class LineageStore:
         self.root = root
         self.index = index
 
-    def add(self, source: Path, *, kind: str, arch: str, data: str, split: str, held_back_accuracy: float,
-            parent: str | None = None, job_id: str = "", recipe: str = "") -> Artefact:
+    def add(
+        self,
+        source: Path,
+        *,
+        kind: str,
+        arch: str,
+        data: str,
+        split: str,
+        held_back_accuracy: float,
+        parent: str | None = None,
+        job_id: str = "",
+        recipe: str = "",
+    ) -> Artefact:
         """Keep `source` (once: the same bytes added again return the stored record) and index its record."""
         if kind not in KINDS:
             raise LineageError(f"unknown artefact kind {kind!r}; use {' or '.join(KINDS)}")
@@ -52,8 +63,9 @@ class LineageStore:
         tmp = self.root / f".{name}.tmp"
         shutil.copyfile(source, tmp)
         os.replace(tmp, self.root / name)
-        artefact = Artefact(sha, kind, arch, name, data, split, float(held_back_accuracy), parent, job_id, utc_now_iso(),
-                            recipe)
+        artefact = Artefact(
+            sha, kind, arch, name, data, split, float(held_back_accuracy), parent, job_id, utc_now_iso(), recipe
+        )
         record_tmp = self.root / f".{sha}.json.tmp"
         record_tmp.write_text(artefact.to_json())
         os.replace(record_tmp, self.root / f"{sha}.json")
@@ -95,8 +107,11 @@ class LineageStore:
 
     def student(self, recipe: str, data: str, split: str) -> Artefact | None:
         """A student an earlier job distilled with the same teacher and settings on the same data and split."""
-        found = [a for a in self.records() if a.kind == "student" and a.recipe == recipe and a.data == data
-                 and a.split == split]
+        found = [
+            a
+            for a in self.records()
+            if a.kind == "student" and a.recipe == recipe and a.data == data and a.split == split
+        ]
         return max(found, key=lambda a: a.created, default=None)
 
     def reindex(self) -> int:
@@ -109,8 +124,10 @@ class LineageStore:
     def _unique_prefix(self, prefix: str) -> Artefact:
         matches = [a for a in self.records() if a.sha256.startswith(prefix)] if len(prefix) >= 8 else []
         if len(matches) != 1:
-            raise LineageError(f"no single lineage artefact with sha256 {prefix!r} in {self.root}"
-                               + (f" ({len(matches)} match)" if matches else ""))
+            raise LineageError(
+                f"no single lineage artefact with sha256 {prefix!r} in {self.root}"
+                + (f" ({len(matches)} match)" if matches else "")
+            )
         return matches[0]
 
     def _index(self, artefact: Artefact) -> None:

@@ -27,12 +27,21 @@ T = TypeVar("T")
 _FIELD_LINE = re.compile(r"^\s+(\w+)\s*:")
 
 
-def option(default: Any = MISSING, *, flag: str | None = None, choices: Iterable[str] | None = None,
-           doc: str | None = None, default_factory: Any = MISSING) -> Any:
+def option(
+    default: Any = MISSING,
+    *,
+    flag: str | None = None,
+    choices: Iterable[str] | None = None,
+    doc: str | None = None,
+    default_factory: Any = MISSING,
+) -> Any:
     """A dataclass field with flag metadata, only where the flag's name, its choices or a help text too long
     for a trailing comment (`doc`) are needed."""
-    metadata = {key: value for key, value in (("flag", flag), ("choices", tuple(choices) if choices else None),
-                                              ("help", doc)) if value is not None}
+    metadata = {
+        key: value
+        for key, value in (("flag", flag), ("choices", tuple(choices) if choices else None), ("help", doc))
+        if value is not None
+    }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -192,7 +201,9 @@ def add_dataclass_arguments(
                 kwargs["default"] = None  # argparse appends to a given default; None -> the field's default
             parser.add_argument(flag_of(f), action="append", type=_converter(f.name, _element(kind)), **kwargs)
         elif kind.startswith("tuple["):
-            parser.add_argument(flag_of(f), nargs=kind.count(",") + 1, type=_converter(f.name, _element(kind)), **kwargs)
+            parser.add_argument(
+                flag_of(f), nargs=kind.count(",") + 1, type=_converter(f.name, _element(kind)), **kwargs
+            )
         else:
             parser.add_argument(flag_of(f), type=_converter(f.name, kind), **kwargs)
 
@@ -219,7 +230,9 @@ def dataclass_from_namespace(cls: type[T], args: argparse.Namespace, **overrides
             value = getattr(args, f.name)
             kind = _kind(f)
             if _repeated(kind):
-                value = field_default(f) if value is None else (tuple(value) if kind.startswith("tuple[") else list(value))
+                value = (
+                    field_default(f) if value is None else (tuple(value) if kind.startswith("tuple[") else list(value))
+                )
             elif kind.startswith("tuple[") and isinstance(value, list):
                 value = tuple(value)
             values[f.name] = value

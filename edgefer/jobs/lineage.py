@@ -71,8 +71,12 @@ class LineageIndex:
 
 
 def format_lineage(artefacts: list[Artefact]) -> str:
-    lines = [f"{'sha256':<12} {'kind':<7} {'arch':<13} {'held back':>9} {'parent':<12} {'job':<14} {'data':<12} created"]
+    lines = [
+        f"{'sha256':<12} {'kind':<7} {'arch':<13} {'held back':>9} {'parent':<12} {'job':<14} {'data':<12} created"
+    ]
     for a in artefacts:
-        lines.append(f"{a.sha256[:12]:<12} {a.kind:<7} {a.arch:<13} {100 * a.held_back_accuracy:>8.2f}% "
-                     f"{(a.parent or '-')[:12]:<12} {a.job_id or '-':<14} {a.data[:12]:<12} {a.created}")
+        lines.append(
+            f"{a.sha256[:12]:<12} {a.kind:<7} {a.arch:<13} {100 * a.held_back_accuracy:>8.2f}% "
+            f"{(a.parent or '-')[:12]:<12} {a.job_id or '-':<14} {a.data[:12]:<12} {a.created}"
+        )
     return "\n".join(lines)

@@ -17,8 +17,15 @@ class FaceStream(threading.Thread):
     version that answered them, and failures (a frame not OK, a broken call). With `reconnect`, a broken call
     is opened again (a node being restarted); without, the stream ends there."""
 
-    def __init__(self, target: str, faces: np.ndarray, fps: float, stop: threading.Event | None = None, offset: int = 0,
-                 reconnect: bool = True) -> None:
+    def __init__(
+        self,
+        target: str,
+        faces: np.ndarray,
+        fps: float,
+        stop: threading.Event | None = None,
+        offset: int = 0,
+        reconnect: bool = True,
+    ) -> None:
         super().__init__(daemon=True)
         self.target, self.faces, self.period, self.offset, self.reconnect = target, faces, 1.0 / fps, offset, reconnect
         self.stop = stop or threading.Event()

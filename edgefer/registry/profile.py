@@ -55,6 +55,8 @@ class FleetProfile:
         return replace(self, **changes)
 
     def describe(self) -> str:
-        return (f"max {self.max_macs / 1e6:g}M MACs/face, {self.max_size_bytes:,} bytes, "
-                f"{self.max_latency_ms:g} ms at {self.latency_threads} thread(s)"
-                + (f" ({self.description})" if self.description else ""))
+        return (
+            f"max {self.max_macs / 1e6:g}M MACs/face, {self.max_size_bytes:,} bytes, "
+            f"{self.max_latency_ms:g} ms at {self.latency_threads} thread(s)"
+            + (f" ({self.description})" if self.description else "")
+        )

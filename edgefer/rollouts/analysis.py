@@ -74,11 +74,17 @@ def node_window(before: NodeStatus | None, after: NodeStatus, version: str) -> W
     window = Window(
         frames=now.get("frames", 0) - then.get("frames", 0),
         faces=now.get("faces", 0) - then.get("faces", 0),
-        classes=[a - b for a, b in zip(now.get("classes", [0] * len(CLASSES)), then.get("classes", [0] * len(CLASSES)),
-                                       strict=True)],
+        classes=[
+            a - b
+            for a, b in zip(
+                now.get("classes", [0] * len(CLASSES)), then.get("classes", [0] * len(CLASSES)), strict=True
+            )
+        ],
         confidence_sum=now.get("confidence", {}).get("sum", 0.0) - then.get("confidence", {}).get("sum", 0.0),
-        latency_buckets={le: count - then.get("latency", {}).get("buckets", {}).get(le, 0)
-                         for le, count in now.get("latency", {}).get("buckets", {}).items()},
+        latency_buckets={
+            le: count - then.get("latency", {}).get("buckets", {}).get(le, 0)
+            for le, count in now.get("latency", {}).get("buckets", {}).items()
+        },
     )
     for name in ("ok", "errors", "dropped"):
         setattr(window, name, after.traffic.get(name, 0) - before.traffic.get(name, 0))
@@ -137,26 +143,51 @@ class Analysis:
 
 
 def analyse(spec: RolloutSpec, canary: Window, stable: Window) -> Analysis:
-    summary = {side: {"faces": w.faces, "frames": w.frames, "distribution": [round(x, 4) for x in w.distribution()],
-                      "mean_confidence": round(w.mean_confidence, 4), "p99_ms": w.p99_ms,
-                      "error_rate": round(w.error_rate, 5), "dropped_rate": round(w.dropped_rate, 5)}
-               for side, w in (("canary", canary), ("stable", stable))}
+    summary = {
+        side: {
+            "faces": w.faces,
+            "frames": w.frames,
+            "distribution": [round(x, 4) for x in w.distribution()],
+            "mean_confidence": round(w.mean_confidence, 4),
+            "p99_ms": w.p99_ms,
+            "error_rate": round(w.error_rate, 5),
+            "dropped_rate": round(w.dropped_rate, 5),
+        }
+        for side, w in (("canary", canary), ("stable", stable))
+    }
     if min(canary.faces, stable.faces) < spec.min_faces:
-        return Analysis("wait", f"too few faces to judge (canary {canary.faces}, stable {stable.faces}; "
-                                f"{spec.min_faces} each needed)", [], *summary.values())
+        return Analysis(
+            "wait",
+            f"too few faces to judge (canary {canary.faces}, stable {stable.faces}; {spec.min_faces} each needed)",
+            [],
+            *summary.values(),
+        )
     divergence = js_divergence(canary.distribution(), stable.distribution())
     latency_limit = stable.p99_ms * spec.max_latency_ratio + spec.latency_slack_ms
     checks = [
         Check("class divergence (JS, bits)", divergence, 0.0, spec.max_divergence, divergence <= spec.max_divergence),
-        Check("mean confidence", canary.mean_confidence, stable.mean_confidence,
-              stable.mean_confidence - spec.max_confidence_drop,
-              canary.mean_confidence >= stable.mean_confidence - spec.max_confidence_drop),
+        Check(
+            "mean confidence",
+            canary.mean_confidence,
+            stable.mean_confidence,
+            stable.mean_confidence - spec.max_confidence_drop,
+            canary.mean_confidence >= stable.mean_confidence - spec.max_confidence_drop,
+        ),
         Check("p99 latency ms", canary.p99_ms, stable.p99_ms, latency_limit, canary.p99_ms <= latency_limit),
-        Check("error rate", canary.error_rate, stable.error_rate, stable.error_rate + spec.max_error_rate_increase,
-              canary.error_rate <= stable.error_rate + spec.max_error_rate_increase),
-        Check("dropped-frame rate", canary.dropped_rate, stable.dropped_rate,
-              stable.dropped_rate + spec.max_dropped_rate_increase,
-              canary.dropped_rate <= stable.dropped_rate + spec.max_dropped_rate_increase),
+        Check(
+            "error rate",
+            canary.error_rate,
+            stable.error_rate,
+            stable.error_rate + spec.max_error_rate_increase,
+            canary.error_rate <= stable.error_rate + spec.max_error_rate_increase,
+        ),
+        Check(
+            "dropped-frame rate",
+            canary.dropped_rate,
+            stable.dropped_rate,
+            stable.dropped_rate + spec.max_dropped_rate_increase,
+            canary.dropped_rate <= stable.dropped_rate + spec.max_dropped_rate_increase,
+        ),
     ]
     failed = [c for c in checks if not c.passed]
     if failed:

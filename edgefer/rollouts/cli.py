@@ -24,9 +24,11 @@ def add_rollout_commands(sub: argparse._SubParsersAction) -> None:
     show = actions.add_parser("status", help="the rollout's state, step, last analysis and recent decisions")
     show.add_argument("--wait", action="store_true", help="until the rollout ends (exit 0 promoted, 1 otherwise)")
     show.add_argument("--timeout", type=float, default=600.0, help="with --wait: seconds (default: %(default)s)")
-    for name, text in (("pause", "hold the rollout at its step (the canary keeps serving)"),
-                       ("resume", "continue a paused or held rollout: the step's window opens again"),
-                       ("abort", "end the rollout: every node back to the stable version")):
+    for name, text in (
+        ("pause", "hold the rollout at its step (the canary keeps serving)"),
+        ("resume", "continue a paused or held rollout: the step's window opens again"),
+        ("abort", "end the rollout: every node back to the stable version"),
+    ):
         actions.add_parser(name, help=text)
 
 
@@ -46,15 +48,18 @@ def start_rollout(registry: ModelRegistry, version: int, spec: RolloutSpec, sour
     if version == desired.version:
         raise RolloutError(f"version {version} is already the desired version")
     return RolloutStore(registry.client, registry.keys).create(
-        RolloutRecord(version=version, stable=desired.version, spec=spec.to_dict(), source=source))
+        RolloutRecord(version=version, stable=desired.version, spec=spec.to_dict(), source=source)
+    )
 
 
 def run_rollout(args: argparse.Namespace, registry: ModelRegistry) -> int:
     store = RolloutStore(registry.client, registry.keys)
     if args.action == "start":
         record = start_rollout(registry, args.version, spec_from_args(args), "operator")
-        print(f"rollout of version {record.version} against {record.stable} started: steps {record.spec['steps']}%, "
-              f"bake {record.spec['bake']} (edgefer-rollouts moves it on)")
+        print(
+            f"rollout of version {record.version} against {record.stable} started: steps {record.spec['steps']}%, "
+            f"bake {record.spec['bake']} (edgefer-rollouts moves it on)"
+        )
         return 0
     if args.action in ("pause", "resume", "abort"):
         record = store.update(lambda old: _command(old, args.action))
@@ -79,24 +84,37 @@ def _command(old: RolloutRecord | None, action: str) -> RolloutRecord:
     if action == "pause":
         return replace(old, state="paused", reason="paused by the operator")
     if action == "resume":
-        return replace(old, state="running", baseline={}, bake_started=0.0, waited_bakes=0, settle_until=time.time() + 5,
-                       reason="resumed by the operator: the window opens again")
+        return replace(
+            old,
+            state="running",
+            baseline={},
+            bake_started=0.0,
+            waited_bakes=0,
+            settle_until=time.time() + 5,
+            reason="resumed by the operator: the window opens again",
+        )
     return replace(old, state="aborted", reason="aborted by the operator")
 
 
 def describe_rollout(record: RolloutRecord, decisions: list[dict]) -> str:
     shares = RolloutSpec.from_dict(record.spec).shares()
     share = shares[min(record.step, len(shares) - 1)]
-    lines = [f"rollout of version {record.version} (stable {record.stable}): {record.state}, step {record.step + 1} of "
-             f"{len(shares)} ({share:g}%), canary nodes {', '.join(record.canary_nodes) or '-'}",
-             f"  {record.reason}"]
+    lines = [
+        f"rollout of version {record.version} (stable {record.stable}): {record.state}, step {record.step + 1} of "
+        f"{len(shares)} ({share:g}%), canary nodes {', '.join(record.canary_nodes) or '-'}",
+        f"  {record.reason}",
+    ]
     analysis = record.last_analysis
     if analysis:
         lines.append(f"  last analysis: {analysis['verdict']}")
         for check in analysis.get("checks", []):
-            lines.append(f"    {'ok  ' if check['passed'] else 'FAIL'} {check['metric']}: canary {check['canary']:.4g}, "
-                         f"stable {check['stable']:.4g}, limit {check['limit']:.4g}")
+            lines.append(
+                f"    {'ok  ' if check['passed'] else 'FAIL'} {check['metric']}: canary {check['canary']:.4g}, "
+                f"stable {check['stable']:.4g}, limit {check['limit']:.4g}"
+            )
     for entry in decisions:
-        lines.append(f"  {time.strftime('%H:%M:%S', time.localtime(entry['time']))} step {entry['step']} "
-                     f"{entry['decision']}: {entry['reason']}")
+        lines.append(
+            f"  {time.strftime('%H:%M:%S', time.localtime(entry['time']))} step {entry['step']} "
+            f"{entry['decision']}: {entry['reason']}"
+        )
     return "\n".join(lines)

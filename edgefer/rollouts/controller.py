@@ -27,11 +27,13 @@ from edgefer.rollouts.spec import RolloutSpec
 from edgefer.rollouts.store import FINAL, RolloutRecord, RolloutStore
 
 log = logging.getLogger("edgefer.rollouts")
+CONVERGE_S = 60.0  # a participant must serve its step's target within this (or the bake, if longer) after settling
 
 
 class RolloutController:
-    def __init__(self, registry: ModelRegistry, stale_after_s: float = 15.0,
-                 on_decision: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, registry: ModelRegistry, stale_after_s: float = 15.0, on_decision: Callable[[str], None] | None = None
+    ) -> None:
         self.registry = registry
         self.store = RolloutStore(registry.client, registry.keys)
         self.stale_after_s = stale_after_s
@@ -49,15 +51,20 @@ class RolloutController:
         live = {n: s for n, s in statuses.items() if s is not None and now - s.heartbeat <= self.stale_after_s}
         desired = self.registry.desired()
         if desired is None or desired.version != record.stable:
-            return self._end(record, "aborted", f"the desired version was changed to "
-                             f"{desired.version if desired else None} outside the rollout")
+            return self._end(
+                record,
+                "aborted",
+                f"the desired version was changed to {desired.version if desired else None} outside the rollout",
+            )
         if not record.participants:
             return self._start_step(record, live, now)
-        refused = [n for n in record.canary_nodes
-                   if (s := live.get(n)) and s.error_version == record.version and s.last_error]
+        refused = [
+            n for n in record.canary_nodes if (s := live.get(n)) and s.error_version == record.version and s.last_error
+        ]
         if refused:
-            return self._roll_back(record, f"node {refused[0]} refused version {record.version}: "
-                                           f"{live[refused[0]].last_error}", None)
+            return self._roll_back(
+                record, f"node {refused[0]} refused version {record.version}: {live[refused[0]].last_error}", None
+            )
         stale = [n for n in record.participants if n not in live]
         if stale:
             if record.state != "holding":
@@ -66,9 +73,19 @@ class RolloutController:
             return record
         if record.state == "holding":  # every participant is back: this step's window opens again, after settling
             settle = now + RolloutSpec.from_dict(record.spec).settle_s()
-            record = self._save(record, replace(record, state="running", baseline={}, bake_started=0.0, settle_until=settle,
-                                                reason="participants back: the window opens again"),
-                                "resume", "every participant reports again")
+            record = self._save(
+                record,
+                replace(
+                    record,
+                    state="running",
+                    baseline={},
+                    bake_started=0.0,
+                    settle_until=settle,
+                    reason="participants back: the window opens again",
+                ),
+                "resume",
+                "every participant reports again",
+            )
             if record is None:
                 return None
         return self._bake(record, live, now)
@@ -83,12 +100,27 @@ class RolloutController:
         nodes = sorted(live, key=lambda n: (node_bucket(n), n))
         count = min(len(nodes) - 1, max(1, math.ceil(share / 100 * len(nodes))))
         if count < 1:
-            return self._save(record, replace(record, state="paused", reason=f"{len(nodes)} live node(s): a canary "
-                                              "needs stable nodes to be compared with"), "pause", "too few nodes")
+            return self._save(
+                record,
+                replace(
+                    record,
+                    state="paused",
+                    reason=f"{len(nodes)} live node(s): a canary needs stable nodes to be compared with",
+                ),
+                "pause",
+                "too few nodes",
+            )
         canary = nodes[:count]
-        new = replace(record, canary_nodes=canary, participants=nodes, baseline={}, bake_started=0.0, waited_bakes=0,
-                      settle_until=now + spec.settle_s(),
-                      reason=f"step {record.step + 1}: {count} of {len(nodes)} nodes serve version {record.version}")
+        new = replace(
+            record,
+            canary_nodes=canary,
+            participants=nodes,
+            baseline={},
+            bake_started=0.0,
+            waited_bakes=0,
+            settle_until=now + spec.settle_s(),
+            reason=f"step {record.step + 1}: {count} of {len(nodes)} nodes serve version {record.version}",
+        )
         saved = self._save(record, new, "step", new.reason)
         if saved is not None:
             self.reconcile(saved)
@@ -106,6 +138,14 @@ class RolloutController:
                 if node not in baseline and live[node].sha256 == targets[target]:
                     baseline[node] = asdict(live[node])
             opened = now if len(baseline) == len(record.participants) else 0.0
+            if not opened and now > record.settle_until + max(CONVERGE_S, spec.bake_s()):
+                late = [n for n in record.participants if n not in baseline]
+                return self._roll_back(
+                    record,
+                    f"node(s) {', '.join(late)} did not serve their target within "
+                    f"{max(CONVERGE_S, spec.bake_s()):.0f}s",
+                    None,
+                )
             if baseline != record.baseline or opened:
                 return self._save(record, replace(record, baseline=baseline, bake_started=opened), None, "")
             return record
@@ -124,19 +164,48 @@ class RolloutController:
         if analysis.verdict == "wait":
             waited = record.waited_bakes + 1
             if waited >= spec.max_wait_bakes:
-                return self._save(record, replace(record, state="paused", waited_bakes=waited, last_analysis=analysis.to_dict(),
-                                                  reason=f"{analysis.reason} after {waited} bake windows: paused"),
-                                  "pause", analysis.reason, analysis.to_dict())
-            return self._save(record, replace(record, bake_started=now, waited_bakes=waited, last_analysis=analysis.to_dict(),
-                                              reason=analysis.reason), "wait", analysis.reason, analysis.to_dict())
-        advanced = replace(record, step=record.step + 1, participants=[], canary_nodes=record.canary_nodes,
-                           last_analysis=analysis.to_dict(), reason=f"step {record.step + 1} passed")
+                return self._save(
+                    record,
+                    replace(
+                        record,
+                        state="paused",
+                        waited_bakes=waited,
+                        last_analysis=analysis.to_dict(),
+                        reason=f"{analysis.reason} after {waited} bake windows: paused",
+                    ),
+                    "pause",
+                    analysis.reason,
+                    analysis.to_dict(),
+                )
+            return self._save(
+                record,
+                replace(
+                    record,
+                    bake_started=now,
+                    waited_bakes=waited,
+                    last_analysis=analysis.to_dict(),
+                    reason=analysis.reason,
+                ),
+                "wait",
+                analysis.reason,
+                analysis.to_dict(),
+            )
+        advanced = replace(
+            record,
+            step=record.step + 1,
+            participants=[],
+            canary_nodes=record.canary_nodes,
+            last_analysis=analysis.to_dict(),
+            reason=f"step {record.step + 1} passed",
+        )
         return self._save(record, advanced, "advance", f"step {record.step + 1} passed", analysis.to_dict())
 
     def _roll_back(self, record: RolloutRecord, reason: str, analysis: dict | None) -> RolloutRecord | None:
         return self._end(record, "rolled_back", f"step {record.step + 1}: {reason}", analysis)
 
-    def _end(self, record: RolloutRecord, state: str, reason: str, analysis: dict | None = None) -> RolloutRecord | None:
+    def _end(
+        self, record: RolloutRecord, state: str, reason: str, analysis: dict | None = None
+    ) -> RolloutRecord | None:
         ended = replace(record, state=state, reason=reason, last_analysis=analysis or record.last_analysis)
         saved = self._save(record, ended, state, reason, analysis)
         if saved is not None:
@@ -154,21 +223,38 @@ class RolloutController:
             self.registry.promote(record.version)
         elif record.state in ("rolled_back", "aborted") and desired.canary and desired.canary.version == record.version:
             self.registry.promote(record.stable)
-        elif record.active and record.canary_nodes and desired.version == record.stable and (
-                desired.canary is None or desired.canary.version != record.version
-                or sorted(desired.canary.nodes) != sorted(record.canary_nodes)):
+        elif (
+            record.active
+            and record.canary_nodes
+            and desired.version == record.stable
+            and (
+                desired.canary is None
+                or desired.canary.version != record.version
+                or sorted(desired.canary.nodes) != sorted(record.canary_nodes)
+            )
+        ):
             self.registry.set_canary(record.version, record.canary_nodes, 0.0)
 
-    def _save(self, old: RolloutRecord, new: RolloutRecord, decision: str | None, reason: str,
-              analysis: dict | None = None) -> RolloutRecord | None:
+    def _save(
+        self, old: RolloutRecord, new: RolloutRecord, decision: str | None, reason: str, analysis: dict | None = None
+    ) -> RolloutRecord | None:
         """Compare-and-set the record; log the decision. None when an operator changed it meanwhile."""
         if not self.store.put_if(new, old.revision):
             return None
         if decision:
             shares = RolloutSpec.from_dict(new.spec).shares()
             share = shares[min(new.step, len(shares) - 1)]
-            self.store.log({"version": new.version, "step": new.step + 1, "share": share, "decision": decision,
-                            "reason": reason, "canary_nodes": new.canary_nodes, "analysis": analysis})
+            self.store.log(
+                {
+                    "version": new.version,
+                    "step": new.step + 1,
+                    "share": share,
+                    "decision": decision,
+                    "reason": reason,
+                    "canary_nodes": new.canary_nodes,
+                    "analysis": analysis,
+                }
+            )
             log.info("rollout of version %d: %s (%s)", new.version, decision, reason)
             self.on_decision(decision)
         return self.store.get()
@@ -176,4 +262,3 @@ class RolloutController:
     def _sha256(self, version: int) -> str:
         manifest = self.registry.manifest(version)
         return manifest.sha256 if manifest else ""
-

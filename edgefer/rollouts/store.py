@@ -71,6 +71,7 @@ class RolloutStore:
 
     def create(self, record: RolloutRecord) -> RolloutRecord:
         """Store a new rollout unless one is active (a finished one is replaced)."""
+
         def change(old: RolloutRecord | None) -> RolloutRecord:
             if old is not None and old.active:
                 raise RolloutError(f"version {old.version} is being rolled out ({old.state}); abort it first")
