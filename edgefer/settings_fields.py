@@ -77,12 +77,18 @@ def _kind(f: dataclasses.Field) -> str:
     return str(f.type).replace("typing.", "")
 
 
+@cache
+def _type_hints(owner: type) -> dict[str, Any]:
+    """The resolved annotations of a class, once (every flag and every namespace read asks for them)."""
+    try:
+        return typing.get_type_hints(owner)
+    except NameError:  # an annotation only importable for type checkers: no settings dataclass to find
+        return {}
+
+
 def _nested(owner: type, f: dataclasses.Field) -> type | None:
     """The settings dataclass a field holds (OptimConfig.augment -> AugmentConfig), if it holds one."""
-    try:
-        hint = typing.get_type_hints(owner).get(f.name)
-    except NameError:  # an annotation only importable for type checkers: not a settings dataclass
-        return None
+    hint = _type_hints(owner).get(f.name)
     return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
@@ -143,7 +149,7 @@ def check_json_fields(cls: type, data: object, what: str) -> dict:
     ValueError naming the first unknown or mistyped setting."""
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object")
-    known = {f.name: str(f.type) for f in fields(cls)}
+    known = {f.name: _kind(f) for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"unknown {what} settings: {', '.join(unknown)}")

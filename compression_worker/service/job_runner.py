@@ -297,7 +297,6 @@ class JobRunner:
         )
         return {"version": manifest.version}
 
-
     def _rollout(self, version: int) -> dict:
         """Hand the version to the rollout controller and wait until it is promoted or rolled back (a worker
         restarted meanwhile finds the rollout running and waits again)."""
@@ -306,18 +305,19 @@ class JobRunner:
         record = store.get()
         if record is None or record.version != version:
             record = start_rollout(self.ctx.registry, version, spec, f"job {self.spec.job_id}")
-        deadline = time.monotonic() + rollout_deadline_s(spec)
-        while record.state not in FINAL:
+        limit_s = rollout_deadline_s(spec)
+        deadline = time.monotonic() + limit_s
+        while True:
+            summary = {"state": record.state, "step": record.step + 1, "reason": record.reason}
+            self.ctx.status.update(self.spec.job_id, rollout=summary)
+            if record.state in FINAL:
+                return {"state": record.state, "reason": record.reason}
             if time.monotonic() > deadline:
-                raise JobError(f"the rollout of version {version} did not end in {rollout_deadline_s(spec):.0f}s "
+                raise JobError(f"the rollout of version {version} did not end in {limit_s:.0f}s "
                                f"({record.state}: {record.reason}); is edgefer-rollouts running for this fleet?")
-            self.ctx.status.update(self.spec.job_id, stage="rollout", rollout={"state": record.state, "step": record.step + 1,
-                                                                               "reason": record.reason})
             self.ctx.keep_alive()
             time.sleep(1.0)
             record = store.get()
-        self.ctx.status.update(self.spec.job_id, rollout={"state": record.state, "step": record.step + 1, "reason": record.reason})
-        return {"state": record.state, "reason": record.reason}
 
 
 def rollout_deadline_s(spec: RolloutSpec) -> float:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import redis
@@ -136,7 +136,7 @@ def _profile(registry: ModelRegistry, args: argparse.Namespace) -> None:
         changes = {f.name: getattr(args, f.name) for f in fields(FleetProfile) if hasattr(args, f.name)}
         if not changes:
             raise CliError("profile set: give at least one field to change (see `profile set --help`)")
-        registry.set_profile((stored or FleetProfile()).updated(**changes))
+        registry.set_profile(replace(stored or FleetProfile(), **changes))
         stored = registry.stored_profile()
     shown = stored or FleetProfile()
     origin = "" if stored else " (none stored: the default device class)"

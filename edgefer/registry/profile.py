@@ -8,7 +8,7 @@ A fleet without a stored profile has the default one (the budgets of the default
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from edgefer.settings_fields import check_json_fields
 
@@ -50,9 +50,6 @@ class FleetProfile:
             raise
         except ValueError as exc:
             raise ProfileError(str(exc)) from exc
-
-    def updated(self, **changes: object) -> FleetProfile:
-        return replace(self, **changes)
 
     def describe(self) -> str:
         return (

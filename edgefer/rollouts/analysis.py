@@ -120,11 +120,17 @@ def js_divergence(p: list[float], q: list[float]) -> float:
 
 @dataclass
 class Check:
+    """One metric of the canary against its limit: at most `limit`, or at least it when `floor`."""
+
     metric: str
     canary: float
     stable: float
     limit: float
-    passed: bool
+    floor: bool = False
+    passed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.passed = self.canary >= self.limit if self.floor else self.canary <= self.limit
 
     def describe(self) -> str:
         return f"{self.metric} {self.canary:.4g} vs stable {self.stable:.4g} (limit {self.limit:.4g})"
@@ -165,29 +171,13 @@ def analyse(spec: RolloutSpec, canary: Window, stable: Window) -> Analysis:
     divergence = js_divergence(canary.distribution(), stable.distribution())
     latency_limit = stable.p99_ms * spec.max_latency_ratio + spec.latency_slack_ms
     checks = [
-        Check("class divergence (JS, bits)", divergence, 0.0, spec.max_divergence, divergence <= spec.max_divergence),
-        Check(
-            "mean confidence",
-            canary.mean_confidence,
-            stable.mean_confidence,
-            stable.mean_confidence - spec.max_confidence_drop,
-            canary.mean_confidence >= stable.mean_confidence - spec.max_confidence_drop,
-        ),
-        Check("p99 latency ms", canary.p99_ms, stable.p99_ms, latency_limit, canary.p99_ms <= latency_limit),
-        Check(
-            "error rate",
-            canary.error_rate,
-            stable.error_rate,
-            stable.error_rate + spec.max_error_rate_increase,
-            canary.error_rate <= stable.error_rate + spec.max_error_rate_increase,
-        ),
-        Check(
-            "dropped-frame rate",
-            canary.dropped_rate,
-            stable.dropped_rate,
-            stable.dropped_rate + spec.max_dropped_rate_increase,
-            canary.dropped_rate <= stable.dropped_rate + spec.max_dropped_rate_increase,
-        ),
+        Check("class divergence (JS, bits)", divergence, 0.0, spec.max_divergence),
+        Check("mean confidence", canary.mean_confidence, stable.mean_confidence,
+              stable.mean_confidence - spec.max_confidence_drop, floor=True),
+        Check("p99 latency ms", canary.p99_ms, stable.p99_ms, latency_limit),
+        Check("error rate", canary.error_rate, stable.error_rate, stable.error_rate + spec.max_error_rate_increase),
+        Check("dropped-frame rate", canary.dropped_rate, stable.dropped_rate,
+              stable.dropped_rate + spec.max_dropped_rate_increase),
     ]
     failed = [c for c in checks if not c.passed]
     if failed:

@@ -90,18 +90,16 @@ def _command(old: RolloutRecord | None, action: str) -> RolloutRecord:
             baseline={},
             bake_started=0.0,
             waited_bakes=0,
-            settle_until=time.time() + 5,
+            settle_until=time.time() + old.rollout_spec().settle_s(),
             reason="resumed by the operator: the window opens again",
         )
     return replace(old, state="aborted", reason="aborted by the operator")
 
 
 def describe_rollout(record: RolloutRecord, decisions: list[dict]) -> str:
-    shares = RolloutSpec.from_dict(record.spec).shares()
-    share = shares[min(record.step, len(shares) - 1)]
     lines = [
         f"rollout of version {record.version} (stable {record.stable}): {record.state}, step {record.step + 1} of "
-        f"{len(shares)} ({share:g}%), canary nodes {', '.join(record.canary_nodes) or '-'}",
+        f"{len(record.rollout_spec().shares())} ({record.share():g}%), canary nodes {', '.join(record.canary_nodes) or '-'}",
         f"  {record.reason}",
     ]
     analysis = record.last_analysis

@@ -23,7 +23,6 @@ from edgefer.registry.desired import node_bucket
 from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
 from edgefer.rollouts.analysis import Window, analyse, node_window
-from edgefer.rollouts.spec import RolloutSpec
 from edgefer.rollouts.store import FINAL, RolloutRecord, RolloutStore
 
 log = logging.getLogger("edgefer.rollouts")
@@ -72,7 +71,7 @@ class RolloutController:
                 return self._save(record, replace(record, state="holding", reason=reason), "hold", reason)
             return record
         if record.state == "holding":  # every participant is back: this step's window opens again, after settling
-            settle = now + RolloutSpec.from_dict(record.spec).settle_s()
+            settle = now + record.rollout_spec().settle_s()
             record = self._save(
                 record,
                 replace(
@@ -93,8 +92,8 @@ class RolloutController:
     # -- steps ------------------------------------------------------------------------------------
 
     def _start_step(self, record: RolloutRecord, live: dict[str, NodeStatus], now: float) -> RolloutRecord | None:
-        spec = RolloutSpec.from_dict(record.spec)
-        share = spec.shares()[record.step]
+        spec = record.rollout_spec()
+        share = record.share()
         if share >= 100:
             return self._end(record, "promoted", f"every step passed: version {record.version} promoted")
         nodes = sorted(live, key=lambda n: (node_bucket(n), n))
@@ -127,7 +126,7 @@ class RolloutController:
         return saved
 
     def _bake(self, record: RolloutRecord, live: dict[str, NodeStatus], now: float) -> RolloutRecord | None:
-        spec = RolloutSpec.from_dict(record.spec)
+        spec = record.rollout_spec()
         if not record.bake_started:
             if now < record.settle_until:
                 return record
@@ -194,7 +193,6 @@ class RolloutController:
             record,
             step=record.step + 1,
             participants=[],
-            canary_nodes=record.canary_nodes,
             last_analysis=analysis.to_dict(),
             reason=f"step {record.step + 1} passed",
         )
@@ -239,16 +237,13 @@ class RolloutController:
         self, old: RolloutRecord, new: RolloutRecord, decision: str | None, reason: str, analysis: dict | None = None
     ) -> RolloutRecord | None:
         """Compare-and-set the record; log the decision. None when an operator changed it meanwhile."""
-        if not self.store.put_if(new, old.revision):
-            return None
-        if decision:
-            shares = RolloutSpec.from_dict(new.spec).shares()
-            share = shares[min(new.step, len(shares) - 1)]
+        saved = self.store.put_if(new, old.revision)
+        if saved is not None and decision:
             self.store.log(
                 {
                     "version": new.version,
                     "step": new.step + 1,
-                    "share": share,
+                    "share": new.share(),
                     "decision": decision,
                     "reason": reason,
                     "canary_nodes": new.canary_nodes,
@@ -257,7 +252,7 @@ class RolloutController:
             )
             log.info("rollout of version %d: %s (%s)", new.version, decision, reason)
             self.on_decision(decision)
-        return self.store.get()
+        return saved
 
     def _sha256(self, version: int) -> str:
         manifest = self.registry.manifest(version)

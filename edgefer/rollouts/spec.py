@@ -67,14 +67,13 @@ class RolloutSpec:
 
     @classmethod
     def from_dict(cls, data: object) -> RolloutSpec:
-        values = dict(data) if isinstance(data, dict) else data
-        if isinstance(values, dict) and isinstance(values.get("steps"), list):
-            values["steps"] = ",".join(f"{s:g}" for s in values["steps"])
-        for name in ("bake", "settle"):
-            if isinstance(values, dict) and isinstance(values.get(name), (int, float)):
-                values[name] = f"{values[name]:g}"
+        """From JSON, where steps may also be a list of numbers and durations plain seconds."""
+        if isinstance(data, dict):
+            data = {k: ",".join(map(str, v)) if k == "steps" and isinstance(v, list)
+                    else str(v) if k in ("bake", "settle") and isinstance(v, (int, float)) else v
+                    for k, v in data.items()}
         try:
-            return cls(**check_json_fields(cls, values, "rollout spec"))
+            return cls(**check_json_fields(cls, data, "rollout spec"))
         except RolloutSpecError:
             raise
         except (TypeError, ValueError) as exc:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import redis
 
 from edgefer.registry.keys import FleetKeys
+from edgefer.rollouts.spec import RolloutSpec
 
 ACTIVE = ("running", "holding", "paused")  # holding: a node went stale (automatic); paused: needs the operator
 FINAL = ("promoted", "rolled_back", "aborted")
@@ -59,6 +60,14 @@ class RolloutRecord:
     def active(self) -> bool:
         return self.state in ACTIVE
 
+    def rollout_spec(self) -> RolloutSpec:
+        return RolloutSpec.from_dict(self.spec)
+
+    def share(self) -> float:
+        """The canary share of the current step (of the last one once every step passed)."""
+        shares = self.rollout_spec().shares()
+        return shares[min(self.step, len(shares) - 1)]
+
 
 class RolloutStore:
     def __init__(self, client: redis.Redis, keys: FleetKeys) -> None:
@@ -98,13 +107,13 @@ class RolloutStore:
                 except redis.WatchError:
                     continue
 
-    def put_if(self, record: RolloutRecord, revision: int) -> bool:
-        """Store `record` if the stored one still has `revision` (the controller's compare-and-set)."""
+    def put_if(self, record: RolloutRecord, revision: int) -> RolloutRecord | None:
+        """Store `record` if the stored one still has `revision` (the controller's compare-and-set); the record
+        as stored, or None when it had changed."""
         try:
-            self.update(lambda old: self._expect(old, revision, record))
+            return self.update(lambda old: self._expect(old, revision, record))
         except _Conflict:
-            return False
-        return True
+            return None
 
     @staticmethod
     def _expect(old: RolloutRecord | None, revision: int, record: RolloutRecord) -> RolloutRecord:

@@ -21,7 +21,6 @@ from edgefer.env_settings import EnvSettings
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.store import ModelRegistry
 from edgefer.rollouts.controller import RolloutController
-from edgefer.rollouts.spec import RolloutSpec
 from edgefer.rollouts.store import ACTIVE, FINAL, RolloutStore
 
 log = logging.getLogger("edgefer.rollouts")
@@ -53,9 +52,8 @@ class RolloutCollector:
         for name in (*ACTIVE, *FINAL):
             state.add_metric([name], 1 if record is not None and record.state == name else 0)
         active = record is not None and record.active
-        shares = RolloutSpec.from_dict(record.spec).shares() if record is not None else [0.0]
         step.add_metric([], record.step + 1 if active else 0)
-        share.add_metric([], shares[min(record.step, len(shares) - 1)] if active else 0)
+        share.add_metric([], record.share() if active else 0)
         version.add_metric([], record.version if active else 0)
         yield from (state, step, share, version)
 
