@@ -7,11 +7,12 @@ version's manifest names the artefacts it came from.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import redis
 
+from edgefer.json_record import JsonRecord
 from edgefer.registry.keys import FleetKeys
 
 KINDS = ("teacher", "student")
@@ -22,7 +23,10 @@ class LineageError(ValueError):
 
 
 @dataclass(frozen=True)
-class Artefact:
+class Artefact(JsonRecord):
+    record_name: ClassVar[str] = "lineage record"
+    record_error: ClassVar[type[Exception]] = LineageError
+
     sha256: str  # of the file's bytes: the artefact's address
     kind: str  # teacher (round 0 of a job, or added by an operator) | student (a job's distilled float model)
     arch: str  # the zoo architecture, or "onnx" for an exported graph
@@ -34,18 +38,6 @@ class Artefact:
     job_id: str = ""  # the job that made it ("" for one an operator added)
     created: str = ""
     recipe: str = ""  # a student's: sha256 of its teacher and training settings (the same recipe is not rerun)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Artefact:
-        try:
-            data = json.loads(raw)
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (ValueError, TypeError) as exc:
-            raise LineageError(f"unreadable lineage record ({exc})") from exc
 
 
 class LineageIndex:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from edgefer.json_record import JsonRecord, known_fields
 
 
 class DesiredRecordError(ValueError):
@@ -27,7 +29,13 @@ class Canary:
 
 
 @dataclass(frozen=True)
-class DesiredRecord:
+class DesiredRecord(JsonRecord):
+    """What a fleet should serve. Fields a later release adds are ignored (older nodes keep following); a record
+    that is not JSON, lacks its version or has a field of the wrong type is a DesiredRecordError."""
+
+    record_name: ClassVar[str] = "desired record"
+    record_error: ClassVar[type[Exception]] = DesiredRecordError
+
     version: int
     canary: Canary | None = None
     previous: int | None = None  # what `rollback` without a version returns to
@@ -39,27 +47,13 @@ class DesiredRecord:
             return self.canary.version
         return self.version
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
     @classmethod
-    def from_json(cls, raw: str | bytes) -> DesiredRecord:
-        """Fields a later release adds are ignored (older nodes keep following); a record that is not
-        JSON, lacks its version or has a field of the wrong type is a DesiredRecordError."""
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            known = {f.name for f in fields(cls)} - {"canary"}
-            canary_data = data.get("canary")
-            canary = None
-            if canary_data:
-                canary = Canary(**{k: v for k, v in canary_data.items() if k in {f.name for f in fields(Canary)}})
-            record = cls(canary=canary, **{k: v for k, v in data.items() if k in known})
-            if not isinstance(record.version, int) or isinstance(record.version, bool):
-                raise TypeError(f"version {record.version!r} is not a number")
-            if canary is not None and not isinstance(canary.version, int):
-                raise TypeError(f"canary version {canary.version!r} is not a number")
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise DesiredRecordError(f"unreadable desired record ({exc})") from exc
-        return record
+    def build(cls, data: dict[str, Any]) -> DesiredRecord:
+        canary = Canary(**known_fields(Canary, data["canary"])) if data.get("canary") else None
+        return cls(**{**known_fields(cls, data), "canary": canary})
+
+    def check(self) -> None:
+        if not isinstance(self.version, int) or isinstance(self.version, bool):
+            raise TypeError(f"version {self.version!r} is not a number")
+        if self.canary is not None and not isinstance(self.canary.version, int):
+            raise TypeError(f"canary version {self.canary.version!r} is not a number")

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
+from edgefer.json_record import JsonRecord
 from edgefer.labels import CLASSES, FACE_SIZE
 from edgefer.timestamps import utc_now_iso
 
@@ -19,8 +21,11 @@ class ManifestError(ValueError):
 
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(JsonRecord):
     """What a version is: its signed identity (fleet, registry epoch, version) and its bytes (sha256, size)."""
+
+    record_name: ClassVar[str] = "manifest"
+    record_error: ClassVar[type[Exception]] = ManifestError
 
     version: int
     name: str
@@ -54,17 +59,6 @@ class Manifest:
             return base64.b64decode(self.signature, validate=True)
         except ValueError as exc:
             raise ManifestError(f"version {self.version}: signature is not base64") from exc
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Manifest:
-        try:
-            data = json.loads(raw)
-            return cls(**data)
-        except (ValueError, TypeError) as exc:
-            raise ManifestError(f"unreadable manifest ({exc})") from exc
 
     def check_blob(self, blob: bytes) -> None:
         """Size and sha256 of the fetched bytes must be the ones that were signed."""

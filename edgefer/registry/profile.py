@@ -7,9 +7,10 @@ A fleet without a stored profile has the default one (the budgets of the default
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
+from edgefer.json_record import JsonRecord
 from edgefer.settings_fields import check_json_fields
 
 
@@ -18,7 +19,12 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
-class FleetProfile:
+class FleetProfile(JsonRecord):
+    """A device class's budgets; read strictly (an unknown or mistyped budget is named, not ignored)."""
+
+    record_name: ClassVar[str] = "fleet profile"
+    record_error: ClassVar[type[Exception]] = ProfileError
+
     max_macs: int = 5_000_000  # multiply-adds per face of the served graph, every pass counted (mirror averaging: 2)
     max_size_bytes: int = 2_000_000  # ONNX file size: what a node downloads and keeps in memory
     max_latency_ms: float = 2.0  # median onnxruntime latency per face, batch 1, measured with latency_threads
@@ -28,17 +34,6 @@ class FleetProfile:
     def __post_init__(self) -> None:
         if self.max_macs <= 0 or self.max_size_bytes <= 0 or self.max_latency_ms <= 0 or self.latency_threads < 1:
             raise ProfileError("budgets must be positive and latency_threads >= 1")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> FleetProfile:
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ProfileError(f"unreadable fleet profile ({exc})") from exc
-        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: object) -> FleetProfile:

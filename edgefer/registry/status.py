@@ -7,10 +7,11 @@ record it cannot read is shown as such.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import ClassVar
 
+from edgefer.json_record import JsonRecord
 from edgefer.registry.desired import DesiredRecord
 
 # A fleet's status writes per second that one Redis is asked to absorb: heartbeats stretch past it.
@@ -34,7 +35,13 @@ class NodeStatusError(ValueError):
 
 
 @dataclass(frozen=True)
-class NodeStatus:
+class NodeStatus(JsonRecord):
+    """What a node writes about itself; fields a later release adds are ignored, a record that is not a JSON
+    object with a node id is refused."""
+
+    record_name: ClassVar[str] = "status record"
+    record_error: ClassVar[type[Exception]] = NodeStatusError
+
     node_id: str
     version: str | None  # the version being served (a registry version number, or a bootstrap file's name)
     sha256: str = ""
@@ -46,30 +53,9 @@ class NodeStatus:
     field_stats: dict = field(default_factory=dict)  # per served version since `started`: classes, confidence, latency
     traffic: dict = field(default_factory=dict)  # frames ok / invalid / dropped and errors since `started`
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> NodeStatus:
-        """Fields a later release adds are ignored; a record that is not a JSON object with a node id is refused."""
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise NodeStatusError(f"unreadable status record ({exc})") from exc
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_dict(cls, data: object) -> NodeStatus:
-        try:
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            known = {f.name for f in fields(cls)}
-            status = cls(**{k: v for k, v in data.items() if k in known})
-            if not isinstance(status.node_id, str) or not isinstance(status.heartbeat, (int, float)):
-                raise TypeError("node_id or heartbeat of the wrong type")
-        except (ValueError, TypeError) as exc:
-            raise NodeStatusError(f"unreadable status record ({exc})") from exc
-        return status
+    def check(self) -> None:
+        if not isinstance(self.node_id, str) or not isinstance(self.heartbeat, (int, float)):
+            raise TypeError("node_id or heartbeat of the wrong type")
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,8 @@ def _command(old: RolloutRecord | None, action: str) -> RolloutRecord:
 
 def describe_rollout(record: RolloutRecord, decisions: list[dict]) -> str:
     lines = [
-        f"rollout of version {record.version} (stable {record.stable}): {record.state}, step {record.step + 1} of "
-        f"{len(record.rollout_spec().shares())} ({record.share():g}%), canary nodes {', '.join(record.canary_nodes) or '-'}",
+        (f"rollout of version {record.version} (stable {record.stable}): {record.state}, step {record.step + 1} of "
+        f"{len(record.rollout_spec().shares())} ({record.share():g}%), canary nodes {', '.join(record.canary_nodes) or '-'}"),
         f"  {record.reason}",
     ]
     analysis = record.last_analysis

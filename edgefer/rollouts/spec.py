@@ -17,7 +17,7 @@ class RolloutSpecError(ValueError):
     """A spec that cannot run; the message names the field."""
 
 
-def parse_duration(text: str | float | int) -> float:
+def parse_duration(text: str | float) -> float:
     """Seconds from 90, "90", "90s", "2m" or "1h"."""
     if isinstance(text, (int, float)):
         return float(text)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import redis
 
+from edgefer.json_record import JsonRecord
 from edgefer.registry.keys import FleetKeys
 from edgefer.rollouts.spec import RolloutSpec
 
@@ -25,7 +27,10 @@ class RolloutError(ValueError):
 
 
 @dataclass(frozen=True)
-class RolloutRecord:
+class RolloutRecord(JsonRecord):
+    record_name: ClassVar[str] = "rollout record"
+    record_error: ClassVar[type[Exception]] = RolloutError
+
     version: int  # the canary
     stable: int  # what the fleet served when the rollout started (the rollback target)
     spec: dict  # RolloutSpec.to_dict()
@@ -43,18 +48,6 @@ class RolloutRecord:
     created: float = 0.0
     updated: float = 0.0
     revision: int = 0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> RolloutRecord:
-        try:
-            data = json.loads(raw)
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (ValueError, TypeError) as exc:
-            raise RolloutError(f"unreadable rollout record ({exc})") from exc
 
     @property
     def active(self) -> bool:
