@@ -205,16 +205,16 @@ def _add_to_lineage(store: LineageStore, args: argparse.Namespace) -> Artefact:
     """Measure the model on the held-back faces of its data (the split every job of that data uses) and keep it."""
     import torch
 
-    from compression_worker.distill.teachers import load_teacher, teacher_report
+    from compression_worker.distill.teachers import TorchTeacher, load_teacher, teacher_report
     from compression_worker.model.zoo import arch_of
-    from compression_worker.training.checkpoint import load_network
     from compression_worker.training.run import DataConfig, load_splits
 
     torch.set_num_threads(args.threads)
     data = dataclass_from_namespace(DataConfig, args, test_path=None)
     held_back = load_splits(data).val
-    accuracy = teacher_report(load_teacher(args.model, torch.device("cpu")), held_back, torch.device("cpu")).accuracy
-    arch = "onnx" if args.model.suffix == ".onnx" else arch_of(load_network(args.model))
+    teacher = load_teacher(args.model, torch.device("cpu"))
+    accuracy = teacher_report(teacher, held_back, torch.device("cpu")).accuracy
+    arch = arch_of(teacher.model) if isinstance(teacher, TorchTeacher) else "onnx"
     return store.add(args.model, kind=args.kind, arch=arch, data=data.identity(), split=data.split_rule(),
                      held_back_accuracy=accuracy, parent=args.parent)
 

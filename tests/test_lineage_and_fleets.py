@@ -218,3 +218,31 @@ def test_the_lineage_is_signed_and_manifests_signed_before_it_existed_still_veri
     verifier.verify(signed)
     with pytest.raises(ManifestError):
         verifier.verify(replace(signed, lineage={"teacher": "cd" * 32}))
+
+
+def test_an_operator_adds_a_checkpoint_and_a_graph_to_the_lineage(tmp_path: Path, toy_npz: Path, capsys) -> None:
+    """`edgefer-worker lineage add` measures the model on the held-back faces every job of that data uses, names
+    its architecture, keeps it once; `lineage list` shows it; a file that is no model is refused by name."""
+    from compression_worker.cli import main as worker_cli
+    from compression_worker.model.ean import EAN, PRESETS
+    from compression_worker.training.checkpoint import save_model
+
+    checkpoint = tmp_path / "teacher.pt"
+    save_model(EAN(PRESETS["ean-xs"]), checkpoint)
+    graph = tmp_path / "teacher.onnx"
+    graph.write_bytes(linear_onnx())
+    folder = tmp_path / "lineage"
+    common = ["--dir", str(folder), "--data", str(toy_npz), "--threads", "1"]
+    assert worker_cli(["lineage", "add", "--model", str(checkpoint), *common]) == 0
+    assert worker_cli(["lineage", "add", "--model", str(graph), *common]) == 0
+    assert worker_cli(["lineage", "add", "--model", str(checkpoint), *common]) == 0  # the same bytes: kept once
+    records = {a.arch: a for a in LineageStore(folder).records()}
+    assert set(records) == {"ean-xs", "onnx"} and len(list(folder.glob("*.pt"))) == 1
+    assert all(a.data == DataConfig(toy_npz).identity() and 0 <= a.held_back_accuracy <= 1 for a in records.values())
+    assert worker_cli(["lineage", "list", "--dir", str(folder)]) == 0
+    assert records["ean-xs"].sha256[:12] in capsys.readouterr().out
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert worker_cli(["lineage", "add", "--model", str(junk), *common]) != 0
+    assert "junk.pt" in capsys.readouterr().err
