@@ -89,7 +89,7 @@ def test_extra_data_is_merged_and_the_held_back_faces_stay_held_back(tmp_path: P
     np.savez(extra, x=x, y=y)
     base = load_splits(DataConfig(toy_npz))
     union = load_splits(DataConfig(toy_npz, extra_path=extra))
-    key = lambda faces: {face.tobytes() for face in faces.x}  # noqa: E731
+    key = lambda faces: {face.tobytes() for face in faces.x}
     assert len(union.train) + len(union.val) == len(base.train) + len(base.val) + 140
     assert key(base.val) <= key(union.val)  # what a base-data model never trained on is still held back
     assert not key(union.train) & key(union.val)

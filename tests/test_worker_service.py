@@ -58,6 +58,8 @@ def test_a_tiny_job_is_published_and_served_and_a_duplicate_publishes_nothing(re
     export = ledger["export"]
     int8_kept = export["held_back_int8"] >= export["held_back_float"] - 0.003
     assert export["onnx"] == (export["int8_onnx"] if int8_kept else export["float_onnx"])  # INT8 only if it keeps accuracy
+    candidate = ledger["evaluate"]["candidate"]  # the kept graph is scored once, by the export stage
+    assert candidate["accuracy"] == export["held_back"]["accuracy"] == (export["held_back_int8"] if int8_kept else export["held_back_float"])
     assert worker.metrics.registry.get_sample_value("edgefer_worker_jobs_total", {"outcome": "published"}) == 1
     assert worker.metrics.registry.get_sample_value("edgefer_worker_stage_seconds_count", {"stage": "prune"}) == 1
 

@@ -94,7 +94,7 @@ class JobRunner:
         distilled = self._stage("distill", lambda: self._distill(teachers))["model"]
         pruned = self._stage("prune", lambda: self._prune(distilled))["model"]
         candidate = self._stage("export", lambda: self._export(pruned))
-        evaluation = self._stage("evaluate", lambda: self._evaluate(Path(candidate["onnx"])))
+        evaluation = self._stage("evaluate", lambda: self._evaluate(Path(candidate["onnx"]), candidate.get("held_back")))
         gate = self._stage("gate", lambda: decide(self.ctx.gate, evaluation["candidate"], evaluation["serving"]).to_dict())
         self.ctx.status.update(self.spec.job_id, gate=gate)
         if not gate["passed"]:
@@ -253,26 +253,27 @@ class JobRunner:
     def _export(self, pruned: str) -> dict:
         eval_data = Path(self.spec.test_data or self.spec.data)
         onnx_path = self.dir / f"ean-job-{self.spec.job_id}.onnx"
-        card, _ = export_checkpoint(Path(pruned), onnx_path, eval_data, parity_faces=256, threads=torch.get_num_threads())
+        export_checkpoint(Path(pruned), onnx_path, eval_data, parity_faces=256, threads=torch.get_num_threads())
         if not self.spec.quantize:
             return {"onnx": str(onnx_path), "float_onnx": str(onnx_path)}
         int8_path = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
         quantize_model(onnx_path, int8_path, self._splits.train, 700, eval_data, torch.get_num_threads())
-        held_back = self._splits.val
-        float_acc, int8_acc = (_scores(OnnxFaceClassifier(p, intra_op_threads=torch.get_num_threads()), held_back)["accuracy"]
-                               for p in (onnx_path, int8_path))
+        scores = {p: _scores(OnnxFaceClassifier(p, intra_op_threads=torch.get_num_threads()), self._splits.val)
+                  for p in (onnx_path, int8_path)}
+        float_acc, int8_acc = scores[onnx_path]["accuracy"], scores[int8_path]["accuracy"]
         kept = int8_path if int8_acc >= float_acc - self.spec.int8_tolerance else onnx_path
         return {"onnx": str(kept), "float_onnx": str(onnx_path), "int8_onnx": str(int8_path),
-                "held_back_float": float_acc, "held_back_int8": int8_acc}
+                "held_back_float": float_acc, "held_back_int8": int8_acc, "held_back": scores[kept]}
 
-    def _evaluate(self, onnx_path: Path) -> dict:
-        """The candidate and the version the fleet serves, on the same held-back faces (the validation split)."""
+    def _evaluate(self, onnx_path: Path, scored: dict | None = None) -> dict:
+        """The candidate and the version the fleet serves, on the same held-back faces (the validation split);
+        `scored`: the candidate's scores on them when the export stage already measured it (INT8 or float)."""
         held_back = self._splits.val
         candidate_model = OnnxFaceClassifier(onnx_path, intra_op_threads=self.ctx.gate.budgets.latency_threads)
         p50, _ = latency_ms(candidate_model, held_back.x[:64], runs=300)
         complexity = onnx_complexity(onnx_path)
         candidate = {
-            **_scores(candidate_model, held_back),
+            **(scored or _scores(candidate_model, held_back)),
             "latency_ms": p50,
             "size_bytes": onnx_path.stat().st_size,
             "macs": complexity.macs,
