@@ -25,6 +25,10 @@ from edgefer.rollouts.store import RolloutStore
 from tests.conftest import synthetic_faces
 
 FAST = {"bake": "2s", "settle": "0.5s", "min_faces": 20}
+# For the tests of stepping, holding and resuming with a candidate that is the stable function in other bytes: a
+# scheduling blip of a shared 2-core runner (a resumed node's backlog, a neighbour's training) moved a p99 of
+# 2 ms to 5 ms there, past the default 1.5 x + 2 ms; latency is what the slow-candidate test checks.
+LATENCY_NOISE = {"latency_slack_ms": 25.0}
 
 
 def classifier_onnx(weights: list[float], heavy: int = 0) -> bytes:
@@ -123,7 +127,7 @@ def drive(controller: RolloutController, until: set[str], timeout_s: float = 60.
 def test_a_good_version_walks_through_every_step_to_everyone(fleet) -> None:
     registry, _, nodes, publish = fleet
     good = publish(GOOD)
-    start_rollout(registry, good, RolloutSpec(steps="30,60,100", **FAST), "test")
+    start_rollout(registry, good, RolloutSpec(steps="30,60,100", **FAST, **LATENCY_NOISE), "test")
     record = drive(RolloutController(registry, stale_after_s=3), {"promoted", "rolled_back", "paused", "aborted"})
     assert record.state == "promoted", record.reason
     assert registry.desired().version == good and registry.desired().canary is None
@@ -149,7 +153,7 @@ def test_a_version_that_calls_every_face_one_class_is_rolled_back_at_the_first_s
 
 def test_a_slow_version_is_rolled_back_on_latency(fleet) -> None:
     registry, _, _, publish = fleet
-    slow = publish(STABLE, heavy=heavy_for(12.0))  # the check allows 1.5 x stable p99 + 2 ms
+    slow = publish(STABLE, heavy=heavy_for(15.0))  # the check allows 1.5 x stable p99 + 2 ms
     start_rollout(registry, slow, RolloutSpec(steps="30,60,100", **FAST), "test")
     record = drive(RolloutController(registry, stale_after_s=3), {"promoted", "rolled_back", "paused", "aborted"})
     assert record.state == "rolled_back" and "p99 latency" in record.reason, record.reason
@@ -159,7 +163,7 @@ def test_a_slow_version_is_rolled_back_on_latency(fleet) -> None:
 def test_a_node_that_goes_stale_during_a_step_holds_the_rollout(fleet) -> None:
     registry, _, nodes, publish = fleet
     good = publish(GOOD)
-    start_rollout(registry, good, RolloutSpec(steps="30,60,100", bake="4s", settle="1.5s", min_faces=20), "test")
+    start_rollout(registry, good, RolloutSpec(steps="30,60,100", bake="4s", settle="1.5s", min_faces=20, **LATENCY_NOISE), "test")
     controller = RolloutController(registry, stale_after_s=2)
     drive(controller, {"running"}, timeout_s=10)
     while not controller.store.get().bake_started:
@@ -179,7 +183,7 @@ def test_a_node_that_goes_stale_during_a_step_holds_the_rollout(fleet) -> None:
 def test_a_controller_killed_mid_rollout_resumes_where_it_was(fleet, redis_server) -> None:
     registry, _, _, publish = fleet
     good = publish(GOOD)
-    start_rollout(registry, good, RolloutSpec(steps="30,60,100", bake="3s", settle="0.5s", min_faces=20), "test")
+    start_rollout(registry, good, RolloutSpec(steps="30,60,100", bake="3s", settle="0.5s", min_faces=20, **LATENCY_NOISE), "test")
     command = [sys.executable, "-m", "services.rollouts.main", "--redis-url", redis_server.url, "--metrics-port", "0",
                "--tick-s", "0.2", "--stale-after-s", "3"]
     store = RolloutStore(registry.client, registry.keys)
