@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, fields
-from typing import Any, ClassVar, TypeVar
-
-from typing_extensions import Self
-
-R = TypeVar("R", bound="JsonRecord")
+from typing import Any, ClassVar, Self
 
 
 class JsonRecord:
@@ -41,9 +37,9 @@ class JsonRecord:
                 raise TypeError("not a JSON object")
             record = cls.build(data)
             record.check()
+        except cls.record_error:
+            raise
         except (ValueError, TypeError, AttributeError) as exc:
-            if isinstance(exc, cls.record_error):
-                raise
             raise cls.record_error(f"unreadable {cls.record_name} ({exc})") from exc
         return record
 
