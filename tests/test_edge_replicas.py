@@ -33,7 +33,7 @@ def node():
     settings = EdgeSettings(host="127.0.0.1", port=0, metrics_port=free_port(), intra_op_threads=2, workers=2,
                             replica_report_seconds=0.1)
     metrics = EdgeMetrics()
-    running = start_node(settings, metrics)
+    running, _ = start_node(settings, metrics)
     running.swap(load_onnx_file(MODEL, threads=1, version="v1"))
     yield running, metrics, settings
     running.stop(0)

@@ -61,29 +61,25 @@ def start_sync_agent(node: ServingNode, settings: EdgeSettings, exposed: Collect
     return agent
 
 
-def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> ServingNode:
-    """This process's server, the replicas when settings.workers > 1, and the metrics endpoint over all."""
+def start_node(settings: EdgeSettings, metrics: EdgeMetrics) -> tuple[ServingNode, CollectorRegistry]:
+    """This process's server, the replicas when settings.workers > 1, and the metrics endpoint over all; returns
+    the node and the registry that endpoint serves (what the node's status record summarises too)."""
     local = start_server(settings, metrics)
     if settings.workers <= 1:
         node: ServingNode = local
+        exposed = metrics.registry
     else:
         replicas = ReplicaSet(settings.for_replica(local.port), settings.workers - 1, local.holder, lambda: local.serving,
                               metrics)
         node = ReplicatedNode(local, replicas)
+        exposed = node_registry(metrics.registry, replicas.snapshots)
     if settings.metrics_port:
         try:
-            start_http_server(settings.metrics_port, registry=node_metrics(node, metrics))
+            start_http_server(settings.metrics_port, registry=exposed)
         except OSError:
             node.stop(0)
             raise
-    return node
-
-
-def node_metrics(node: ServingNode, metrics: EdgeMetrics) -> CollectorRegistry:
-    """What the node's /metrics serves and its status record summarises: its own metrics plus its replicas' traffic."""
-    if isinstance(node, ReplicatedNode):
-        return node_registry(metrics.registry, node.replicas.snapshots)
-    return metrics.registry
+    return node, exposed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = EdgeMetrics()
     metrics.node.info({"node_id": settings.node_id, "fleet": settings.fleet})
     try:
-        node = start_node(settings, metrics)
-        agent = start_sync_agent(node, settings, node_metrics(node, metrics)) if settings.redis_url else None
+        node, exposed = start_node(settings, metrics)
+        agent = start_sync_agent(node, settings, exposed) if settings.redis_url else None
     except (ValueError, OSError) as exc:
         print(f"edgefer-edge: error: {exc}", file=sys.stderr)
         return 2
