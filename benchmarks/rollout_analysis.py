@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from edgefer.datasets import load_faces
 from edgefer.labels import CLASSES
@@ -26,6 +26,7 @@ from edgefer.localfleet.edge_nodes import EdgeNodeProcess
 from edgefer.localfleet.face_stream import FaceStream
 from edgefer.localfleet.ports import free_port
 from edgefer.localfleet.redis_server import RedisServer
+from edgefer.localfleet.slowed_model import slowed
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner, generate_keypair
@@ -46,31 +47,6 @@ def biased(model: onnx.ModelProto, emotion: str = "happy", shift: float = 20.0) 
     bias = numpy_helper.to_array(init).copy()
     bias[CLASSES.index(emotion)] += shift
     init.CopyFrom(numpy_helper.from_array(bias.astype(np.float32), init.name))
-    return copy.SerializeToString()
-
-
-def slowed(model: onnx.ModelProto, matmuls: int = 48, width: int = 768) -> bytes:
-    """The same answers after `matmuls` extra width x width products on the input (added times zero)."""
-    copy = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = copy.graph
-    output = graph.output[0].name
-    for node in graph.node:
-        node.output[:] = [f"{output}_raw" if o == output else o for o in node.output]
-    rng = np.random.default_rng(0)
-    graph.initializer.extend([
-        numpy_helper.from_array(rng.random((1, width), dtype=np.float32), "slow_spread"),
-        numpy_helper.from_array((rng.random((width, width), dtype=np.float32) / width), "slow_big"),
-        numpy_helper.from_array(np.zeros((), np.float32), "slow_zero"),
-    ])
-    nodes = [helper.make_node("GlobalAveragePool", [graph.input[0].name], ["slow_pool"]),
-             helper.make_node("Flatten", ["slow_pool"], ["slow_flat"]),
-             helper.make_node("MatMul", ["slow_flat", "slow_spread"], ["slow_0"])]
-    for i in range(matmuls):
-        nodes.append(helper.make_node("MatMul", [f"slow_{i}", "slow_big"], [f"slow_{i + 1}"]))
-    nodes += [helper.make_node("ReduceMean", [f"slow_{matmuls}"], ["slow_mean"], keepdims=1),
-              helper.make_node("Mul", ["slow_mean", "slow_zero"], ["slow_nothing"]),
-              helper.make_node("Add", [f"{output}_raw", "slow_nothing"], [output])]
-    graph.node.extend(nodes)
     return copy.SerializeToString()
 
 

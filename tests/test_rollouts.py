@@ -12,9 +12,12 @@ import threading
 import time
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from edgefer.localfleet.face_stream import FaceStream
+from edgefer.localfleet.slowed_model import slowed
 from edgefer.registry.cli import main as registry_cli
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.rollouts.analysis import Window, analyse, js_divergence, quantile
@@ -31,41 +34,28 @@ FAST = {"bake": "2s", "settle": "0.5s", "min_faces": 20}
 LATENCY_NOISE = {"latency_slack_ms": 25.0}
 
 
-def classifier_onnx(weights: list[float], heavy: int = 0) -> bytes:
-    """Pooled pixels x weights -> 7 logits; `heavy` extra 768x768 MatMuls on the input (slow, same answers)."""
-    from onnx import TensorProto, helper
-
+def classifier_model(weights: list[float]) -> onnx.ModelProto:
+    """Pooled pixels x weights -> 7 logits."""
     init = [helper.make_tensor("w", TensorProto.FLOAT, [1, 7], weights)]
     nodes = [helper.make_node("GlobalAveragePool", ["faces"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("MatMul", ["flat", "w"], ["raw"])]
-    last = "raw"
-    if heavy:
-        rng = np.random.default_rng(0)
-        init.append(helper.make_tensor("spread", TensorProto.FLOAT, [1, 768], rng.random(768).astype(np.float32).tolist()))
-        init.append(helper.make_tensor("big", TensorProto.FLOAT, [768, 768],
-                                       (rng.random((768, 768)) / 768).astype(np.float32).ravel().tolist()))
-        init.append(helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]))
-        nodes.append(helper.make_node("MatMul", ["flat", "spread"], ["h0"]))
-        for i in range(heavy):
-            nodes.append(helper.make_node("MatMul", [f"h{i}", "big"], [f"h{i + 1}"]))
-        nodes += [helper.make_node("ReduceMean", [f"h{heavy}"], ["m"], keepdims=1),
-                  helper.make_node("Mul", ["m", "zero"], ["nothing"]),
-                  helper.make_node("Add", ["raw", "nothing"], ["logits"])]
-        last = "logits"
-    else:
-        nodes[-1] = helper.make_node("MatMul", ["flat", "w"], ["logits"])
-        last = "logits"
+             helper.make_node("MatMul", ["flat", "w"], ["logits"])]
     graph = helper.make_graph(nodes, "classifier",
                               [helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 1, 48, 48])],
-                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, ["N", 7])], init)
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    return model.SerializeToString()
+    return model
+
+
+def classifier_onnx(weights: list[float], heavy: int = 0) -> bytes:
+    """The classifier's graph; with `heavy`, that many extra 768x768 MatMuls on the input (slow, same answers)."""
+    model = classifier_model(weights)
+    return slowed(model, heavy) if heavy else model.SerializeToString()
 
 
 def heavy_for(extra_ms: float) -> int:
-    """How many of classifier_onnx's extra MatMuls add `extra_ms` to a one-thread call on this machine: the slow
+    """How many of slowed()'s extra MatMuls add `extra_ms` to a one-thread call on this machine: the slow
     version must be clearly slower than the latency check's slack on any runner, not by a fixed count of MatMuls."""
     import onnxruntime as ort
 
