@@ -236,20 +236,19 @@ class RolloutController:
     def _save(
         self, old: RolloutRecord, new: RolloutRecord, decision: str | None, reason: str, analysis: dict | None = None
     ) -> RolloutRecord | None:
-        """Compare-and-set the record; log the decision. None when an operator changed it meanwhile."""
-        saved = self.store.put_if(new, old.revision)
+        """Compare-and-set the record together with its decision log entry; None when an operator changed it
+        meanwhile."""
+        entry = {
+            "version": new.version,
+            "step": new.step + 1,
+            "share": new.share(),
+            "decision": decision,
+            "reason": reason,
+            "canary_nodes": new.canary_nodes,
+            "analysis": analysis,
+        } if decision else None
+        saved = self.store.put_if(new, old.revision, entry)
         if saved is not None and decision:
-            self.store.log(
-                {
-                    "version": new.version,
-                    "step": new.step + 1,
-                    "share": new.share(),
-                    "decision": decision,
-                    "reason": reason,
-                    "canary_nodes": new.canary_nodes,
-                    "analysis": analysis,
-                }
-            )
             log.info("rollout of version %d: %s (%s)", new.version, decision, reason)
             self.on_decision(decision)
         return saved

@@ -82,8 +82,9 @@ class RolloutStore:
 
         return self.update(change)
 
-    def update(self, change) -> RolloutRecord:
-        """Read-modify-write under WATCH: a concurrent change makes `change` run again on the new record."""
+    def update(self, change, entry: dict | None = None) -> RolloutRecord:
+        """Read-modify-write under WATCH: a concurrent change makes `change` run again on the new record; `entry`
+        goes to the decision log in the same transaction as the record it explains."""
         with self.client.pipeline() as pipe:
             while True:
                 try:
@@ -95,16 +96,20 @@ class RolloutStore:
                         new = replace(new, revision=old.revision + 1, updated=time.time())
                     pipe.multi()
                     pipe.set(self.keys.rollout, new.to_json())
+                    if entry is not None:
+                        pipe.lpush(self.keys.rollout_log, json.dumps({"time": time.time(), **entry}, sort_keys=True))
+                        pipe.ltrim(self.keys.rollout_log, 0, LOG_LENGTH - 1)
                     pipe.execute()
                     return new
                 except redis.WatchError:
                     continue
 
-    def put_if(self, record: RolloutRecord, revision: int) -> RolloutRecord | None:
-        """Store `record` if the stored one still has `revision` (the controller's compare-and-set); the record
-        as stored, or None when it had changed."""
+    def put_if(self, record: RolloutRecord, revision: int, entry: dict | None = None) -> RolloutRecord | None:
+        """Store `record` if the stored one still has `revision` (the controller's compare-and-set), with its
+        decision log `entry` in the same transaction (a controller killed in between cannot leave a step taken
+        but unlogged); the record as stored, or None when it had changed."""
         try:
-            return self.update(lambda old: self._expect(old, revision, record))
+            return self.update(lambda old: self._expect(old, revision, record), entry)
         except _Conflict:
             return None
 
@@ -113,12 +118,6 @@ class RolloutStore:
         if old is None or old.revision != revision:
             raise _Conflict
         return replace(record, revision=revision + 1, updated=time.time())
-
-    def log(self, entry: dict) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.lpush(self.keys.rollout_log, json.dumps({"time": time.time(), **entry}, sort_keys=True))
-            pipe.ltrim(self.keys.rollout_log, 0, LOG_LENGTH - 1)
-            pipe.execute()
 
     def decisions(self, count: int = 20) -> list[dict]:
         return [json.loads(raw) for raw in self.client.lrange(self.keys.rollout_log, 0, count - 1)]
