@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -124,6 +125,51 @@ def test_a_good_version_walks_through_every_step_to_everyone(fleet) -> None:
     decisions = [d["decision"] for d in reversed(RolloutStore(registry.client, registry.keys).decisions(50))]
     assert [d for d in decisions if d in ("step", "advance", "promoted")] == ["step", "advance", "step", "advance", "promoted"]
     assert all(node.wait_version(str(good), timeout_s=10) for node in nodes)
+    assert RolloutStore(registry.client, registry.keys).get().settled
+
+    # the finished rollout never re-imposes its version: a later publish, promote and rollback each stand
+    controller = RolloutController(registry, stale_after_s=3)
+    url = _url(registry)
+    later = publish(STABLE, promote=True)  # what a worker job's publish does (registry.publish(..., promote=True))
+    _ticks_keep(controller, registry, later)
+    assert registry_cli(["--redis-url", url, "promote", str(good)]) == 0
+    _ticks_keep(controller, registry, good)
+    assert registry_cli(["--redis-url", url, "rollback"]) == 0
+    _ticks_keep(controller, registry, later)
+    assert all(node.wait_version(str(later), timeout_s=10) for node in nodes)
+
+
+def _ticks_keep(controller: RolloutController, registry, version: int, ticks: int = 5) -> None:
+    for _ in range(ticks):
+        controller.tick()
+        assert registry.desired().version == version and registry.desired().canary is None
+        time.sleep(0.1)
+
+
+def test_a_controller_killed_between_ending_and_applying_a_rollout_applies_it_once(redis_server, signing_keys) -> None:
+    from edgefer.registry.connection import RegistryAccess, connect
+    from edgefer.registry.signing import ManifestSigner
+    from edgefer.registry.store import ModelRegistry
+
+    registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), "default")
+    signer = ManifestSigner(signing_keys[0])
+    stable, canary, later = (registry.publish(classifier_onnx(w), f"m{i}", EXPECTED_INPUT, {}, signer).version
+                             for i, w in enumerate((STABLE, GOOD, ONE_CLASS)))
+    registry.promote(stable)
+    store = RolloutStore(registry.client, registry.keys)
+    for outcome, expected in (("promoted", canary), ("rolled_back", stable), ("aborted", stable)):
+        registry.promote(stable)
+        started = start_rollout(registry, canary, RolloutSpec(steps="50,100"), "test")
+        registry.set_canary(canary, ["node-0"], 0.0)
+        # the record was saved as ended, and the controller died before it changed the desired record
+        store.put_if(replace(started, state=outcome, canary_nodes=["node-0"]), started.revision)
+        controller = RolloutController(registry)
+        assert controller.tick().settled and registry.desired().version == expected, outcome
+        assert registry.desired().canary is None
+        registry.promote(later)
+        for _ in range(3):
+            controller.tick()
+            assert registry.desired().version == later, outcome
 
 
 def test_a_version_that_calls_every_face_one_class_is_rolled_back_at_the_first_step(fleet, capsys) -> None:

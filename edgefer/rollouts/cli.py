@@ -63,7 +63,8 @@ def run_rollout(args: argparse.Namespace, registry: ModelRegistry) -> int:
         return 0
     if args.action in ("pause", "resume", "abort"):
         record = store.update(lambda old: _command(old, args.action))
-        RolloutController(registry).reconcile(record)  # an abort takes the canary away now, controller or not
+        if record.state in FINAL:  # an abort takes the canary away now, controller or not
+            record = RolloutController(registry).settle(record) or record
         print(f"rollout of version {record.version}: {record.state} ({record.reason})")
         return 0
     deadline = time.monotonic() + args.timeout

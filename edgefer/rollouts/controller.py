@@ -1,7 +1,7 @@
 """The rollout controller: walks a version through its canary steps and promotes, waits or rolls back.
 
 Each `tick` reads the rollout record, the desired record and the nodes' status records, makes the registry
-match the record (so a controller killed between the two writes finishes the job on restart), and moves
+match an active record (so a controller killed between the two writes finishes the job on restart), and moves
 the rollout on by at most one decision:
     start a step     the first ceil(share x live nodes) nodes in stable node-id order serve the canary
     open the window  once every participant serves its target, its status record is the baseline
@@ -9,6 +9,10 @@ the rollout on by at most one decision:
                      pass -> next step (or promote at 100%), fail -> roll back, too little traffic -> wait
 A participant that goes stale holds the rollout (it never counts as healthy); when every participant is
 back, the step's window opens again. Every decision is logged in Redis with its numbers.
+
+A finished rollout changes the registry once: its promotion or rollback is applied while the desired record
+still has the rollout's shape (its stable version with its canary), then the record is marked settled and the
+controller never touches the desired record for it again, so a later `promote`, `rollback` or job publish stands.
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ class RolloutController:
         record = self.store.get()
         if record is None:
             return None
+        if record.state in FINAL:
+            return record if record.settled else self.settle(record)
         self.reconcile(record)
-        if record.state in FINAL or record.state == "paused":
+        if record.state == "paused":
             return record
         _, statuses, _ = self.registry.node_statuses()
         live = {n: s for n, s in statuses.items() if s is not None and now - s.heartbeat <= self.stale_after_s}
@@ -206,22 +212,30 @@ class RolloutController:
     ) -> RolloutRecord | None:
         ended = replace(record, state=state, reason=reason, last_analysis=analysis or record.last_analysis)
         saved = self._save(record, ended, state, reason, analysis)
-        if saved is not None:
-            self.reconcile(saved)
-        return saved
+        return self.settle(saved) if saved is not None else None
 
     # -- registry and bookkeeping -----------------------------------------------------------------
 
+    def settle(self, record: RolloutRecord) -> RolloutRecord | None:
+        """Apply a finished rollout's outcome to the registry if nothing else has changed it since, then mark the
+        record settled so that it is never applied again (None when an operator changed the record meanwhile)."""
+        desired = self.registry.desired()
+        in_rollout_shape = (
+            desired is not None
+            and desired.version == record.stable
+            and desired.canary is not None
+            and desired.canary.version == record.version
+        )
+        if in_rollout_shape:
+            self.registry.promote(record.version if record.state == "promoted" else record.stable)
+        return self.store.put_if(replace(record, settled=True), record.revision)
+
     def reconcile(self, record: RolloutRecord) -> None:
-        """Make the desired record say what the rollout record says (idempotent)."""
+        """Make the desired record serve an active rollout's canary on its canary nodes (idempotent)."""
         desired = self.registry.desired()
         if desired is None:
             return
-        if record.state == "promoted" and desired.version != record.version:
-            self.registry.promote(record.version)
-        elif record.state in ("rolled_back", "aborted") and desired.canary and desired.canary.version == record.version:
-            self.registry.promote(record.stable)
-        elif (
+        if (
             record.active
             and record.canary_nodes
             and desired.version == record.stable

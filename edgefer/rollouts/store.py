@@ -44,6 +44,7 @@ class RolloutRecord(JsonRecord):
     waited_bakes: int = 0
     reason: str = ""  # why the rollout is in its state
     last_analysis: dict | None = None
+    settled: bool = False  # a finished rollout's outcome was applied to the desired record (never again after)
     source: str = ""  # who started it (an operator, a job)
     created: float = 0.0
     updated: float = 0.0
