@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from compression_worker.training.checkpoint import load_network
+from compression_worker.training.precision import autocast, resolve_precision
 from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
 from edgefer.onnx_model import OnnxFaceClassifier
@@ -31,17 +32,26 @@ class Teacher(Protocol):
 
 
 class TorchTeacher:
-    """A PyTorch network in eval mode; mirror averaging makes its targets as good as its shipped graph's."""
+    """A PyTorch network in eval mode; mirror averaging makes its targets as good as its shipped graph's.
+    `precision` auto runs a dense teacher under bf16 autocast on a GPU or a bf16 CPU (4x its fp32 speed on AMX)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, mirror_average: bool = True, name: str = "") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        mirror_average: bool = True,
+        name: str = "",
+        precision: str = "auto",
+    ) -> None:
         self.model = model.to(device).eval().to(memory_format=torch.channels_last)
         self.device = device
+        self.precision = resolve_precision(precision, device, model)
         self.mirror_average = mirror_average
         self.name = name or type(model).__name__
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device, self.precision):
             out = self.model(x).float()
             if self.mirror_average:
                 out = (out + self.model(x.flip(3)).float()) * 0.5

@@ -14,6 +14,7 @@ from compression_worker.model.ean import count_parameters
 from compression_worker.model.zoo import build_model
 from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_network, save_model
+from compression_worker.training.precision import describe_precision
 from compression_worker.training.trainer import OptimConfig, Trainer, evaluate_model, predict_logits
 from edgefer.datasets import Faces, concat_faces, data_sha256, load_faces, stratified_split
 from edgefer.settings_fields import option
@@ -104,7 +105,8 @@ def train_model(
     model = build_model(arch)
     splits = load_splits(data)
     print(f"{arch}: {count_parameters(model):,} parameters; train {len(splits.train)}, val {len(splits.val)} faces", flush=True)
-    result = Trainer(model, optim, workdir, device).fit(splits.train, splits.val)
+    trainer = Trainer(model, optim, workdir, device)
+    result = trainer.fit(splits.train, splits.val)
     best = load_network(workdir / "best.pt")
     save_model(best, workdir / "model.pt", {"arch": arch})
     summary: dict = {
@@ -118,6 +120,7 @@ def train_model(
         "seconds_per_epoch": result.seconds_per_epoch,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "precision": describe_precision(trainer.precision, device),
         "train_data": str(data.train_path),
         "train_data_sha256": data_sha256(data.train_path),
         "optim": optim.to_dict(),

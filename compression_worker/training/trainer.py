@@ -4,7 +4,7 @@ The loss is pluggable (`Criterion`): it gets the student's logits and the whole 
 possibly mixed input, the hard labels, the faces' indices and how they were mixed), so supervised
 training uses cross-entropy, cached distillation reads soft labels by index, and consistent distillation
 runs the teacher on exactly the input the student saw. Optional: mixup/CutMix, an EMA of the weights
-(what is validated and kept), bf16 autocast on a GPU.
+(what is validated and kept), bf16 autocast (`precision`: on a GPU, and on a CPU with AMX or AVX512-BF16).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tqdm import tqdm
 from compression_worker.data.augment import AugmentConfig, augment_faces
 from compression_worker.data.mixing import Mix, MixConfig, mix_batch
 from compression_worker.training.checkpoint import save_atomic, save_model
+from compression_worker.training.precision import PRECISIONS, autocast, describe_precision, resolve_precision
 from compression_worker.training.progress import report_epoch
 from compression_worker.training.schedule import warmup_cosine
 from edgefer.classification_report import ClassificationReport
@@ -84,13 +85,15 @@ class OptimConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     ema_decay: float = 0.0  # keep and validate an EMA of the weights (e.g. 0.999; 0: off)
-    bf16_autocast: bool = True  # on a GPU only: forward and loss under bf16 autocast
+    precision: str = option("auto", choices=PRECISIONS)  # bf16 autocast or fp32; auto: bf16 on a GPU and for dense nets on a bf16 CPU
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -194,7 +197,7 @@ class Trainer:
             if cfg.ema_decay > 0
             else None
         )
-        self.autocast = cfg.bf16_autocast and device.type == "cuda"
+        self.precision = resolve_precision(cfg.precision, device, model)
         self.last_path = workdir / "last.pt"
         self.best_path = workdir / "best.pt"
 
@@ -221,6 +224,7 @@ class Trainer:
         total_steps = steps_per_epoch * cfg.epochs
         warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
         history, best_acc, best_epoch, start = self._resume()
+        print(f"training in {describe_precision(self.precision, self.device)}", flush=True)
         with (self.workdir / "history.jsonl").open("a") as log_file:
             for epoch in range(start, cfg.epochs):
                 t0 = time.perf_counter()
@@ -245,7 +249,7 @@ class Trainer:
                     idx = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
                     xb, mix = mix_batch(augment_faces(x_all[idx].float().unsqueeze(1), cfg.augment, gen), cfg.mix, gen)
                     batch = Batch(xb.contiguous(memory_format=torch.channels_last), y_all[idx], idx, mix)
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    with autocast(self.device, self.precision):
                         logits = self.model(batch.x)
                         loss = self.criterion(logits.float(), batch)
                     self.optimizer.zero_grad(set_to_none=True)
