@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import urllib.request
 from dataclasses import fields
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, generate_latest, start_http_server
 
 from compression_worker.service.fleet_metrics import FleetCollector
 from compression_worker.service.metrics import WorkerMetrics
@@ -23,7 +24,7 @@ from compression_worker.service.settings import WorkerServiceSettings
 from edgefer.jobs.queue import JobQueue
 from edgefer.localfleet.ports import free_port
 from edgefer.registry.cli import RegistryCliSettings
-from edgefer.registry.connection import RegistryAccess, connect
+from edgefer.registry.connection import RegistryAccess, connect, connect_for_scrapes
 from edgefer.registry.store import ModelRegistry
 from edgefer.rollouts.store import RolloutStore
 from services.client.metrics import ClientMetrics
@@ -222,3 +223,25 @@ def test_every_metric_in_the_dashboard_and_alerts_is_exported(redis_server) -> N
     used = {family(name) for expr in exprs for name in re.findall(r"\bedgefer_[a-z_]+", expr)}
     assert len(used) >= 12
     assert used <= exported, used - exported
+
+
+def test_collectors_answer_within_the_scrape_timeout_when_redis_hangs(redis_server) -> None:
+    """A frozen Redis must read as edgefer_fleet_registry_up 0 (the critical alert), not as a failed scrape."""
+    access = RegistryAccess(redis_url=redis_server.url)  # the default 5 s command timeout of every other read
+    scrapes = connect_for_scrapes(access)
+    worker = WorkerMetrics()
+    worker.registry.register(FleetCollector(ModelRegistry(scrapes), JobQueue(scrapes)))
+    rollouts = CollectorRegistry()
+    rollouts.register(RolloutCollector(RolloutStore(scrapes, ModelRegistry(scrapes).keys)))
+    assert "edgefer_fleet_registry_up 1.0" in generate_latest(worker.registry).decode()
+    redis_server.freeze()
+    try:
+        for registry, line in ((worker.registry, "edgefer_fleet_registry_up 0.0"),
+                               (rollouts, "edgefer_rollout_registry_up 0.0")):
+            started = time.monotonic()
+            body = generate_latest(registry).decode()
+            assert time.monotonic() - started < 4.0  # the shipped scrape_timeout
+            assert line in body
+        assert "edgefer_worker_stage" in generate_latest(worker.registry).decode()  # the rest still scrapes
+    finally:
+        redis_server.freeze(False)

@@ -103,11 +103,18 @@ class JobRunner:
                    "data": self._identity, "split": self.data.split_rule()}
         published = self._stage("publish", lambda: self._publish(Path(candidate["onnx"]), evaluation["candidate"], lineage))
         self.ctx.status.update(self.spec.job_id, published_version=published["version"])
-        self.ctx.metrics.last_published_accuracy.set(evaluation["candidate"]["accuracy"])
+        metrics, fleet = self.ctx.metrics, self.ctx.registry.keys.fleet
+        metrics.last_published_accuracy.labels(fleet).set(evaluation["candidate"]["accuracy"])
+        metrics.last_published_version.labels(fleet).set(published["version"])
         if self.spec.rollout is None:
+            if self.spec.promote:
+                metrics.last_promoted_version.labels(fleet).set(published["version"])
             return "published"
         rollout = self._stage("rollout", lambda: self._rollout(published["version"]))
-        return "published" if rollout["state"] == "promoted" else "rolled_back"
+        if rollout["state"] != "promoted":
+            return "rolled_back"
+        metrics.last_promoted_version.labels(fleet).set(published["version"])
+        return "published"
 
     # -- bookkeeping ------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from edgefer.jobs.lineage import LineageIndex
 from edgefer.jobs.queue import Delivery, JobQueue
 from edgefer.jobs.spec import JobError, JobSpec
 from edgefer.jobs.status import JobStatusStore
-from edgefer.registry.connection import connect
+from edgefer.registry.connection import connect, connect_for_scrapes
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry
 
@@ -48,7 +48,10 @@ class Worker:
         self.queue = JobQueue(client, settings.fleet, settings.consumer)
         self.status = JobStatusStore(client, settings.fleet)
         self.metrics = metrics or WorkerMetrics()
-        self.metrics.registry.register(FleetCollector(self.registry, self.queue))
+        scrapes = connect_for_scrapes(settings)
+        self.metrics.registry.register(
+            FleetCollector(ModelRegistry(scrapes, settings.fleet), JobQueue(scrapes, settings.fleet, settings.consumer))
+        )
         self.stop = threading.Event()
 
     def run_forever(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ class RedisServer:
                 time.sleep(0.05)
             finally:
                 client.close()
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Stop (SIGSTOP) or continue the server: connections stay open and nothing answers, as with a hung Redis."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (the append-only file keeps what was acknowledged)."""

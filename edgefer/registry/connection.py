@@ -42,6 +42,16 @@ def connect(access: RegistryAccess) -> redis.Redis:
     return redis.Redis.from_url(access.redis_url, **options)
 
 
+SCRAPE_REDIS_TIMEOUT_S = 2.0  # well inside the scrape timeout (4 s in the shipped Prometheus configs)
+
+
+def connect_for_scrapes(access: RegistryAccess) -> redis.Redis:
+    """A client for the reads a /metrics collector makes while Prometheus waits: a hung Redis fails them within
+    SCRAPE_REDIS_TIMEOUT_S, so the scrape still answers (with registry_up 0) instead of timing out as a whole
+    and taking the process's other metrics, and the alerts that explain the outage, with it."""
+    return connect(replace(access, redis_timeout_s=min(access.redis_timeout_s, SCRAPE_REDIS_TIMEOUT_S)))
+
+
 def connect_reader(access: RegistryAccess, read_url: str) -> redis.Redis | None:
     """A client for a read replica (same login and TLS), or None to read from the primary. A fleet past what
     one Redis serves reads from replicas: every node's downloads and pub/sub go there, only its status writes

@@ -83,15 +83,17 @@ def dashboard() -> dict:
             [(node_sum('rate(edgefer_frames_total{status="dropped"}[$__rate_interval])') + " / "
               + node_sum("rate(edgefer_frames_total[$__rate_interval])"), "{{node_id}}")], "percentunit")
     errors = node_sum("rate(edgefer_errors_total[$__rate_interval])")
+    attempts = node_sum('rate(edgefer_frames_total{status!="invalid"}[$__rate_interval])')  # a refused frame is an error
     lay.add("Error share by node (refused requests and frames / all)",
-            [(f"{errors} / ({node_sum('rate(edgefer_frames_total[$__rate_interval])')} + {errors})", "{{node_id}}")],
-            "percentunit")
+            [(f"{errors} / ({attempts} + {errors})", "{{node_id}}")], "percentunit")
     lay.add("Errors by gRPC code",
             [("sum by (code) (rate(edgefer_errors_total[$__rate_interval]))", "{{code}}")], "ops")
     lay.add("Desired, canary and served versions",
             [("edgefer_fleet_desired_version", "desired"), ("edgefer_fleet_canary_version > 0", "canary"),
-             ("edgefer_fleet_serving_nodes", "nodes serving v{{version}}")], "short",
-            description="From the registry, through the worker: what every node should serve and what the live nodes say they serve.")
+             ("edgefer_fleet_serving_nodes", "nodes serving v{{version}}"),
+             ("edgefer_worker_last_promoted_version", "worker promoted ({{fleet}})")], "short",
+            description="From the registry, through the worker: what every node should serve, what the live nodes say they "
+                        "serve, and the version the worker last promoted (FleetNotOnWorkersVersion fires when desired differs).")
     lay.add("Nodes by state (registry view)", [("edgefer_fleet_nodes", "{{state}}")], "short")
     lay.add("Model version per node",
             [(f"edgefer_model_info * on(instance) group_left(node_id) {NODE}", "")], "none", kind="table", table=True)
@@ -115,14 +117,16 @@ def dashboard() -> dict:
              ("sum by (decision) (increase(edgefer_rollout_decisions_total[$__rate_interval]))", "{{decision}}")], "short")
     lay.add("Predicted classes by model version (canary vs stable)",
             [("sum by (version, emotion) (rate(edgefer_predictions_total[$__rate_interval])) / ignoring(emotion) "
-              "group_left sum by (version) (rate(edgefer_predictions_total[$__rate_interval]))", "v{{version}} {{emotion}}")],
+              "group_left sum by (version) (rate(edgefer_predictions_total[$__rate_interval]) > 0)", "v{{version}} {{emotion}}")],
             "percentunit", full=True,
             description="What the rollout analysis compares: a version that calls every face one class stands out here.")
     lay.add("Mean top-1 confidence by model version",
             [("sum by (version) (rate(edgefer_prediction_confidence_sum[$__rate_interval])) / "
-              "sum by (version) (rate(edgefer_prediction_confidence_count[$__rate_interval]))", "v{{version}}")], "percentunit")
+              "(sum by (version) (rate(edgefer_prediction_confidence_count[$__rate_interval])) > 0)", "v{{version}}")], "percentunit")
     lay.add("Frame latency p99 by model version",
-            [(latency_quantile(0.99, "edgefer_version_latency_seconds", "version"), "v{{version}}")], "s")
+            [(latency_quantile(0.99, "edgefer_version_latency_seconds", "version") + " and on (version) "
+              "(sum by (version) (rate(edgefer_version_latency_seconds_count[$__rate_interval])) > 0)", "v{{version}}")], "s",
+            description="Only versions that served frames in the interval: a version a node no longer serves has no line.")
     lay.add("Worker job progress and stage",
             [("edgefer_worker_job_progress_ratio", "progress"), ("edgefer_worker_stage == 1", "{{edgefer_worker_stage}}")],
             "percentunit")
@@ -131,7 +135,7 @@ def dashboard() -> dict:
             [("histogram_quantile(0.5, sum by (le, stage) (rate(edgefer_worker_stage_seconds_bucket[1h])))", "{{stage}}")], "s")
     lay.add("Jobs ended by outcome (in the time range)",
             [("sum by (outcome) (increase(edgefer_worker_jobs_total[$__range]))", "{{outcome}}")], "short", kind="stat")
-    lay.add("Last published accuracy (held-back split)", [("edgefer_worker_last_published_accuracy", "")], "percentunit",
+    lay.add("Last published accuracy (held-back split)", [("edgefer_worker_last_published_accuracy", "{{fleet}}")], "percentunit",
             kind="stat")
     return {
         "uid": "edgefer-latency", "title": "EdgeFER latency and fleet", "schemaVersion": 39, "version": 2,

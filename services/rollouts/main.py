@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 from edgefer.env_settings import EnvSettings
-from edgefer.registry.connection import RegistryAccess, connect
+from edgefer.registry.connection import RegistryAccess, connect, connect_for_scrapes
 from edgefer.registry.store import ModelRegistry
 from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.store import ACTIVE, FINAL, RolloutStore
@@ -45,10 +45,15 @@ class RolloutCollector:
         step = GaugeMetricFamily("edgefer_rollout_step", "The rollout's step (1-based; 0: none)")
         share = GaugeMetricFamily("edgefer_rollout_canary_share", "Canary share of the live nodes, percent")
         version = GaugeMetricFamily("edgefer_rollout_canary_version", "The version being rolled out (0: none)")
+        up = GaugeMetricFamily("edgefer_rollout_registry_up", "1 when the controller could read its rollout record")
         try:
             record = self.store.get()
         except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
             return
+        up.add_metric([], 1)
+        yield up
         for name in (*ACTIVE, *FINAL):
             state.add_metric([name], 1 if record is not None and record.state == name else 0)
         active = record is not None and record.active
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in DECISIONS:
         decisions.labels(name)
     controller = RolloutController(registry, settings.stale_after_s, lambda d: decisions.labels(d).inc())
-    metrics.register(RolloutCollector(controller.store))
+    scrapes = connect_for_scrapes(settings)
+    metrics.register(RolloutCollector(RolloutStore(scrapes, registry.keys)))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics)
     stop = threading.Event()
