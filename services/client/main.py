@@ -8,6 +8,7 @@ annotated with boxes and smoothed labels.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -77,6 +78,16 @@ class DeviceClient:
         self._sent_at: dict[int, float] = {}
         self._frames: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._call: grpc.Future | None = None
+
+    def request_stop(self) -> None:
+        """Stop sending now and end the stream (Ctrl-C, SIGTERM): safe from a signal handler, whether the client
+        is waiting for a result, sleeping between frames or waiting to reconnect."""
+        self.stopping.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
 
     def _channel(self) -> grpc.Channel:
         if self.credentials is not None:
@@ -86,6 +97,8 @@ class DeviceClient:
     def _requests(self, frames: Iterator[np.ndarray], keep_frames: bool) -> Iterator[edge_pb2.Frame]:
         next_at = time.perf_counter()
         for frame in frames:
+            if self.stopping.is_set():
+                return
             next_at += self.period
             message = _frame_message(frame)
             if message is None:
@@ -98,20 +111,26 @@ class DeviceClient:
                     self._frames[sequence] = frame
             message.sequence = sequence
             yield message
-            time.sleep(max(0.0, next_at - time.perf_counter()))
+            self.stopping.wait(max(0.0, next_at - time.perf_counter()))
 
     def run(self, frames: Iterator[np.ndarray], writer: cv2.VideoWriter | None = None) -> StreamStats:
-        """Stream until the source ends; on UNAVAILABLE reconnect and continue with the next frames."""
+        """Stream until the source ends or a stop is requested; on UNAVAILABLE reconnect and continue with the
+        next frames."""
         backoff = Backoff(0.2, 5.0)
-        while True:
+        while not self.stopping.is_set():
             channel = self._channel()
             try:
                 stub = edge_pb2_grpc.EdgeFerStub(channel)
-                for result in stub.StreamClassify(self._requests(frames, writer is not None)):
+                self._call = stub.StreamClassify(self._requests(frames, writer is not None))
+                if self.stopping.is_set():  # asked to stop while the call was being made
+                    self._call.cancel()
+                for result in self._call:
                     self._on_result(result, writer)
                     backoff.reset()
                 return self.stats
             except grpc.RpcError as exc:
+                if self.stopping.is_set():
+                    break
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     raise
                 self.stats.reconnects += 1
@@ -119,9 +138,11 @@ class DeviceClient:
                     self.metrics.reconnects.inc()
                 delay = backoff.next_delay()
                 print(f"node unavailable ({exc.details()}); reconnecting in {delay:.2f}s", file=sys.stderr)
-                time.sleep(delay)
+                self.stopping.wait(delay)
             finally:
+                self._call = None
                 channel.close()
+        return self.stats
 
     def _on_result(self, result: edge_pb2.FrameResult, writer: cv2.VideoWriter | None) -> None:
         with self._lock:
@@ -191,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=metrics.registry)
     client = DeviceClient(args.target, args.fps, credentials, args.quiet, metrics)
+    # Ctrl-C and SIGTERM stop cleanly and print the summary, whether streaming, waiting or reconnecting
+    previous = {signum: signal.signal(signum, lambda *_: client.request_stop()) for signum in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
     try:
         stats = client.run(frames, writer)
@@ -198,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgefer-client: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if writer is not None:
             writer.release()
     print(stats.summary(time.perf_counter() - start))
