@@ -245,3 +245,12 @@ def test_collectors_answer_within_the_scrape_timeout_when_redis_hangs(redis_serv
         assert "edgefer_worker_stage" in generate_latest(worker.registry).decode()  # the rest still scrapes
     finally:
         redis_server.freeze(False)
+
+
+def test_worker_metrics_exist_from_the_start_and_claim_nothing_before_a_publish() -> None:
+    metrics = WorkerMetrics()
+    sample = metrics.registry.get_sample_value
+    assert all(sample("edgefer_worker_stage_seconds_count", {"stage": stage}) == 0 for stage in ("teacher", "publish"))
+    body = generate_latest(metrics.registry).decode()
+    assert "edgefer_worker_last_published_accuracy{" not in body  # no 0% before the first publish
+    assert "edgefer_worker_last_promoted_version{" not in body
