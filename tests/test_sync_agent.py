@@ -6,15 +6,20 @@ reported in the node's status record and metrics; rollback is instant; a canary 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from edgefer.registry.cli import main as registry_cli
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT, new_manifest
 from edgefer.registry.signing import ManifestSigner, ManifestVerifier, TrustedKey, generate_keypair
+from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
 from services.edge.model_cache import ModelCache
 from services.edge.server import start_server
@@ -170,8 +175,15 @@ def test_a_garbage_desired_record_does_not_stop_a_node_following_the_registry(fl
     assert wait_for(lambda: serving(node) == str(first.version))
     registry.client.set(registry.keys.desired, "{not json")
     agent.poke()
-    assert wait_for(lambda: node.metrics.registry.get_sample_value(
-        "edgefer_model_sync_failures_total", {"reason": "error"}) >= 1)
+    failures = lambda: node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": "record"})  # noqa: E731
+    assert wait_for(lambda: failures() >= 1)
+    # named in the node's status record, counted once, no retry loop (it used to spin 5-13 times a second)
+    assert wait_for(lambda: "desired record unreadable" in (status_of(registry, "node-g").last_error or ""))
+    for _ in range(3):
+        agent.poke()
+        time.sleep(0.3)
+    assert failures() == 1
+    assert node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": "error"}) == 0
     assert agent._thread.is_alive() and serving(node) == str(first.version)  # still serving, still syncing
     second = registry.publish(linear_onnx(), "linear", EXPECTED_INPUT, {}, signer)
     # A record written by a later release, with a field this one does not know: followed, not fatal.
@@ -237,3 +249,49 @@ def test_a_refused_version_is_tried_again_when_the_record_is_written_again_and_m
     assert third.version == second.version + 1
     agent.poke()
     assert wait_for(lambda: serving(node) == str(third.version), 20)
+
+
+def test_a_node_whose_disk_refuses_serves_new_versions_from_memory_and_says_so(fleet, tmp_path: Path) -> None:
+    registry, signer, start_node = fleet
+    first = publish_good(registry, signer)
+    node, agent = start_node("node-d")
+    assert wait_for(lambda: serving(node) == str(first))
+    cache_dir = tmp_path / "node-d"
+    shutil.rmtree(cache_dir)
+    cache_dir.write_bytes(b"")  # every cache write now fails (as on a full or read-only SD card)
+    second = registry.publish(linear_onnx(), "linear", EXPECTED_INPUT, {}, signer, promote=True).version
+    assert wait_for(lambda: serving(node) == str(second))  # verified, served from memory
+    disk = lambda: node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": "disk"})  # noqa: E731
+    assert wait_for(lambda: "model cache not written" in (status_of(registry, "node-d").local_error or ""))
+    status = status_of(registry, "node-d")
+    assert status.version == str(second) and status.last_error == ""  # no version is blamed for the node's disk
+    assert node.metrics.registry.get_sample_value("edgefer_registry_connected") == 1  # not the network either
+    registry.rollback()  # back to the model kept loaded: a cache write too
+    assert wait_for(lambda: serving(node) == str(first))
+    for _ in range(3):  # no retry loop: the fault is reported once while it lasts
+        agent.poke()
+        time.sleep(0.3)
+    assert disk() == 1 and serving(node) == str(first)
+    cache_dir.unlink()
+    cache_dir.mkdir()  # the disk is repaired: the next swap writes the cache and clears the fault
+    registry.promote(second)
+    assert wait_for(lambda: serving(node) == str(second))
+    assert wait_for(lambda: status_of(registry, "node-d").local_error == "")
+
+
+def test_liveness_is_judged_by_the_registrys_clock_not_the_boards(fleet) -> None:
+    registry, signer, _ = fleet
+    version = publish_good(registry, signer)
+    behind = time.time() - 60  # a board that booted with an old clock and has no NTP yet
+    registry.write_status(NodeStatus("pi-behind", str(version), heartbeat=behind), ttl_s=10)
+    registry.write_status(NodeStatus("pi-refusing", None, last_error="refused", error_version=version,
+                                     heartbeat=behind), ttl_s=10)
+    rows = {r.node_id: r for r in registry.fleet_view(registry.desired(), stale_after_s=15)}
+    assert not rows["pi-behind"].stale and rows["pi-behind"].clock_skew_s == pytest.approx(-60, abs=2)
+    assert rows["pi-refusing"].state == "syncing"  # live, and serving nothing: the fleet has not converged
+    url = f"redis://127.0.0.1:{registry.client.connection_pool.connection_kwargs['port']}/0"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = registry_cli(["--redis-url", url, "--fleet", FLEET, "status", "--wait", "--timeout", "0"])
+    assert "-60s" in out.getvalue() and "converged: no" in out.getvalue(), out.getvalue()
+    assert code == 1

@@ -93,6 +93,9 @@ def _print_desired(desired: DesiredRecord | None) -> None:
         print(f"rollback target {desired.previous}")
 
 
+CLOCK_SKEW_SHOWN_S = 2.0  # a board clock this far off the server's is shown in `status` (liveness ignores it)
+
+
 def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
     """The fleet table; "converged" only when every live node serves its target's bytes (sha256)."""
     desired, problem = registry.desired_or_problem()
@@ -100,8 +103,9 @@ def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
         print(f"desired record: {problem}; `promote VERSION --force` replaces it")
     rows = registry.fleet_view(desired, stale_after_s)
     epoch = registry.current_epoch()
-    print(f"{'node':<24} {'serving':>8} {'target':>7} {'sha256':<12} {'epoch':<8} {'heartbeat':>10}  {'state':<10} last error")
-    now = time.time()
+    print(f"{'node':<24} {'serving':>8} {'target':>7} {'sha256':<12} {'epoch':<8} {'heartbeat':>10} {'clock':>8}  "
+          f"{'state':<10} last error")
+    now = registry.server_time()  # heartbeats by the server's clock; the board's own is the `clock` column
     for r in rows:
         status = r.status
         serving = status.version if status and status.version is not None else "-"
@@ -109,9 +113,11 @@ def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
         node_epoch = status.epoch[:8] if status and status.epoch else "-"
         if status and status.epoch and status.epoch != epoch:
             node_epoch += "!"  # a version of a registry that has since lost its data
-        error = r.unreadable or (status.last_error if status else "")
+        error = r.unreadable or "; ".join(e for e in ((status.last_error, status.local_error) if status else ()) if e)
         sha = status.sha256[:12] if status and status.sha256 else "-"
-        print(f"{r.node_id:<24} {serving:>8} {target:>7} {sha:<12} {node_epoch:<8} {now - r.last_seen:>9.1f}s  "
+        skew = r.clock_skew_s
+        clock = "-" if skew is None else ("ok" if abs(skew) < CLOCK_SKEW_SHOWN_S else f"{skew:+.0f}s")
+        print(f"{r.node_id:<24} {serving:>8} {target:>7} {sha:<12} {node_epoch:<8} {now - r.last_seen:>9.1f}s {clock:>8}  "
               f"{r.state:<10} {error}")
     converged = fleet_converged(rows)
     print(f"{len(rows)} nodes, {sum(not r.stale for r in rows)} live, converged: {'yes' if converged else 'no'}"

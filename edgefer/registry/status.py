@@ -7,7 +7,6 @@ record it cannot read is shown as such.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -48,7 +47,8 @@ class NodeStatus(JsonRecord):
     epoch: str = ""  # the registry epoch of the served version ("" for a bootstrap file)
     last_error: str = ""
     error_version: int | None = None  # the version the last error was about
-    heartbeat: float = 0.0  # unix time the node wrote this
+    local_error: str = ""  # the node's own fault, not a version's (e.g. its model cache cannot be written)
+    heartbeat: float = 0.0  # unix time the node wrote this, by its own clock (shown; liveness uses the server's)
     started: float = 0.0
     field_stats: dict = field(default_factory=dict)  # per served version since `started`: classes, confidence, latency
     traffic: dict = field(default_factory=dict)  # frames ok / invalid / dropped and errors since `started`
@@ -62,11 +62,16 @@ class NodeStatus(JsonRecord):
 class NodeRow:
     node_id: str
     status: NodeStatus | None  # None once the record's TTL ran out
-    last_seen: float
+    last_seen: float  # the server's time of the node's last status write
     target: int | None
     target_sha256: str  # "" when the target's manifest is not in the registry
     stale: bool
     unreadable: str = ""  # why the status record could not be read
+
+    @property
+    def clock_skew_s(self) -> float | None:
+        """How far the board's clock is ahead (+) or behind (-) the server's, as of its last status write."""
+        return self.status.heartbeat - self.last_seen if self.status is not None and self.status.heartbeat else None
 
     @property
     def converged(self) -> bool:
@@ -94,16 +99,17 @@ def fleet_rows(
     desired: DesiredRecord | None,
     target_sha256: dict[int, str],
     stale_after_s: float,
+    now: float,
 ) -> list[NodeRow]:
-    """An unreadable record counts as live (by its heartbeat in the node index) and not converged. A large
-    fleet's nodes heartbeat less often (heartbeat_interval), so staleness waits three of their periods."""
+    """Liveness is the server's time since a node's last status write (`seen`, `now`: Redis's clock), so a
+    board with a wrong clock is judged like any other. An unreadable record counts as live and not converged;
+    an expired one as stale. A large fleet's nodes heartbeat less often (heartbeat_interval), so staleness
+    waits three of their periods."""
     stale_after_s = max(stale_after_s, 3 * heartbeat_interval(0.0, len(seen)))
-    now = time.time()
     rows = []
     for node_id, last_seen in sorted(seen.items()):
         status = statuses.get(node_id)
-        heartbeat = status.heartbeat if status else (last_seen if node_id in unreadable else 0.0)
-        stale = now - heartbeat > stale_after_s
+        stale = (status is None and node_id not in unreadable) or now - last_seen > stale_after_s
         target = desired.target_for(node_id) if desired else None
         sha = target_sha256.get(target, "") if target is not None else ""
         rows.append(NodeRow(node_id, status, last_seen, target, sha, stale, unreadable.get(node_id, "")))

@@ -22,6 +22,17 @@ from edgefer.registry.status import NodeRow, NodeStatus, NodeStatusError, fleet_
 from edgefer.timestamps import utc_now_iso
 
 
+# A node's status write, stamped with Redis's clock: liveness is judged by the server's time, never by a board's
+# (a Raspberry Pi boots with an old clock until NTP answers). Returns the fleet's size and the server's time.
+_WRITE_STATUS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+return {redis.call('ZCARD', KEYS[2]), tostring(now)}
+"""
+
+
 class RegistryError(ValueError):
     """An operator request the registry refuses (unknown version, nothing to roll back to, ...)."""
 
@@ -229,16 +240,23 @@ class ModelRegistry:
 
     # -- node status ------------------------------------------------------------------------------
 
-    def write_status(self, status: NodeStatus, ttl_s: float) -> int:
-        """Write a node's status record and heartbeat; returns the fleet's size (nodes ever seen)."""
-        with self.client.pipeline(transaction=True) as tx:
-            tx.set(self.keys.node_status(status.node_id), status.to_json(), px=int(ttl_s * 1000))
-            tx.zadd(self.keys.nodes, {status.node_id: status.heartbeat})
-            tx.zcard(self.keys.nodes)
-            return int(tx.execute()[-1])
+    def write_status(self, status: NodeStatus, ttl_s: float) -> tuple[int, float]:
+        """Write a node's status record and its last-seen time by the server's clock, atomically; returns the
+        fleet's size (nodes ever seen) and the server's time of the write (the node's clock skew is its own
+        heartbeat minus that)."""
+        size, now = self.client.eval(
+            _WRITE_STATUS, 2, self.keys.node_status(status.node_id), self.keys.nodes,
+            status.to_json(), int(ttl_s * 1000), status.node_id,
+        )
+        return int(size), float(now)
+
+    def server_time(self) -> float:
+        """Redis's clock (unix seconds): what node liveness is measured against."""
+        seconds, micros = self.client.time()
+        return seconds + micros / 1e6
 
     def node_statuses(self) -> tuple[dict[str, float], dict[str, NodeStatus | None], dict[str, str]]:
-        """Every node ever seen with its last heartbeat; its live status record (None once expired); and the
+        """Every node ever seen with the server's time of its last status write; its live status record (None once expired); and the
         records that cannot be read, with the reason (shown as such, never fatal to the fleet view)."""
         seen = {k.decode(): float(v) for k, v in self.client.zrange(self.keys.nodes, 0, -1, withscores=True)}
         raws = self.client.mget([self.keys.node_status(n) for n in seen]) if seen else []
@@ -262,7 +280,7 @@ class ModelRegistry:
             except ManifestError:
                 manifest = None
             target_sha256[version] = manifest.sha256 if manifest else ""
-        return fleet_rows(seen, statuses, unreadable, desired, target_sha256, stale_after_s)
+        return fleet_rows(seen, statuses, unreadable, desired, target_sha256, stale_after_s, self.server_time())
 
     def forget_node(self, node_id: str) -> None:
         self.client.zrem(self.keys.nodes, node_id)

@@ -52,8 +52,9 @@ class RolloutController:
         self.reconcile(record)
         if record.state == "paused":
             return record
-        _, statuses, _ = self.registry.node_statuses()
-        live = {n: s for n, s in statuses.items() if s is not None and now - s.heartbeat <= self.stale_after_s}
+        seen, statuses, _ = self.registry.node_statuses()
+        server_now = self.registry.server_time()  # liveness by Redis's clock, never a board's
+        live = {n: s for n, s in statuses.items() if s is not None and server_now - seen[n] <= self.stale_after_s}
         desired = self.registry.desired()
         if desired is None or desired.version != record.stable:
             return self._end(

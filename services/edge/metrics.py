@@ -12,7 +12,9 @@ from edgefer.labels import CLASSES
 # Every labelled series exists at 0 from the start, so that increase() and alerts see its first event.
 FRAME_STATUSES = ("ok", "invalid", "dropped")
 ERROR_CODES = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED")
-SYNC_FAILURE_REASONS = ("missing", "key", "signature", "identity", "input", "integrity", "load", "error")
+# refusals of a version by the check that failed; then the node's own faults: "record" (the desired record cannot be
+# read), "disk" (the model cache cannot be written: the model is served from memory), "error" (a bug)
+SYNC_FAILURE_REASONS = ("missing", "key", "signature", "identity", "input", "integrity", "load", "record", "disk", "error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 # Per-version latency, finer than LATENCY_BUCKETS: a rollout compares canary and stable p99 from it.
 VERSION_LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03,
@@ -57,6 +59,10 @@ class EdgeMetrics:
             "edgefer_replica_restarts", "Serving processes of this node started again after they died (settings.workers > 1)", registry=r
         )
         self.registry_connected = Gauge("edgefer_registry_connected", "1 while the model registry (Redis) is reachable", registry=r)
+        self.clock_skew = Gauge(
+            "edgefer_clock_skew_seconds", "This board's clock minus the registry's (Redis TIME) at its last status write",
+            registry=r,
+        )
         self.sync_failures = Counter(
             "edgefer_model_sync_failures", "Registry versions refused, by reason (signature, integrity, load)", ["reason"], registry=r
         )

@@ -59,6 +59,17 @@ class ModelCache:
         self._prune(manifest.sha256)
         return True
 
+    def writable(self) -> bool:
+        """Whether the directory takes a small write now (a disk that was full or read-only may recover)."""
+        probe = self.directory / ".probe"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write_atomic(probe, b"ok")
+            probe.unlink()
+        except OSError:
+            return False
+        return True
+
     def _prune(self, current: str) -> None:
         held = sorted(self.directory.glob("*.manifest.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         others = [p.name.split(".")[0] for p in held if p.name.split(".")[0] != current]

@@ -5,7 +5,10 @@ look sooner. A version is what its signed manifest says (fleet, registry epoch, 
 "already serving" and "roll back to the model kept loaded" are decided by sha256, never by the number
 alone. A new version is verified (signature, identity, input spec, size, sha256), loaded, self-checked
 and swapped atomically. Any failure leaves the current model serving and is reported in the node's
-status record and metrics; a refused manifest is not tried again until it or the desired record changes.
+status record and metrics, by cause: the registry unreachable, a version refused (the check that failed),
+the desired record unreadable ("record"), or the node's own disk ("disk": a verified model is served from
+memory when its cache cannot be written). A refused manifest is not tried again until it or the desired record
+changes. Every retry waits on the one jittered backoff, and each cause is logged once when it starts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, replace
 import redis
 
 from edgefer.backoff import Backoff
+from edgefer.registry.desired import DesiredRecordError
 from edgefer.registry.manifest import Manifest, ManifestError
 from edgefer.registry.signing import KeyFileError, TrustedKey
 from edgefer.registry.status import NodeStatus, announce_spread, heartbeat_interval
@@ -84,6 +88,8 @@ class SyncAgent:
         self._refused: dict[int, tuple[str, int]] = {}  # version -> (sha256 of the refused manifest, desired revision)
         self._served: dict[str, Manifest] = {}  # sha256 -> manifest of the models held (current and previous)
         self._error: tuple[str, int | None] | None = None
+        self._local_error = ""  # the node's own fault (its cache cannot be written): no version is refused for it
+        self._logged_cause = ""  # the failure cause last logged: a cause is logged when it starts, not at every try
         self._started = time.time()
         self._last_report = 0.0
         self._fleet_size = 1  # as the last status write saw it: heartbeats and fetches spread with it
@@ -132,14 +138,23 @@ class SyncAgent:
                 self.node.metrics.registry_connected.set(0)
                 self._backoff.cap_s = self._reconnect_cap()
                 delay = self._backoff.next_delay()
-                log.warning("registry unreachable (%s); retrying in %.1fs, still serving", exc, delay)
+                self._log_cause("registry unreachable", f"registry unreachable ({exc}); retrying, still serving")
                 self._stop.wait(delay)
-            except Exception as exc:  # noqa: BLE001 - a bad record or a bug must not end the node's sync for good
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the node's sync for good
                 self.node.metrics.sync_failures.labels("error").inc()
                 self._error = (f"sync failed: {exc}", None)
                 delay = self._backoff.next_delay()
-                log.exception("sync failed; retrying in %.1fs, still serving", delay)
+                if self._log_cause(f"error {exc}", f"sync failed ({exc}); retrying, still serving"):
+                    log.exception("the failure")
                 self._stop.wait(delay)
+
+    def _log_cause(self, cause: str, message: str) -> bool:
+        """Log a failure when its cause changes (a retry of the same cause stays quiet); True when logged."""
+        if cause == self._logged_cause:
+            return False
+        self._logged_cause = cause
+        log.warning(message)
+        return True
 
     def _session(self) -> None:
         pubsub = self.registry.reader.pubsub()
@@ -151,13 +166,14 @@ class SyncAgent:
                 now = time.monotonic()
                 if message and message["type"] == "subscribe":  # (re)connected: catch up on what we missed
                     self.node.metrics.registry_connected.set(1)
-                    self._backoff.reset()
                     next_poll = 0.0
                 elif message and message["type"] == "message":  # look soon, at a moment of this node's own
                     next_poll = min(next_poll, now + self._rng.uniform(0, self._announce_spread()))
                 if self._poke.is_set() or now >= next_poll:
                     self._poke.clear()
                     self.reconcile()
+                    self._backoff.reset()  # only a whole reconcile ends a run of failures, not a mere reconnect
+                    self._logged_cause = ""
                     next_poll = now + self.config.poll_interval_s
                 elif time.time() - self._last_report >= heartbeat_interval(self.config.heartbeat_s, self._fleet_size):
                     self._report()
@@ -175,9 +191,22 @@ class SyncAgent:
     # -- reconciling ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        desired, epoch = self.registry.desired_state()
-        if desired is not None:
-            self._converge(desired.target_for(self.config.node_id), desired.revision, epoch)
+        """Converge on the desired record and report. An unreadable desired record is reported (status record,
+        reason "record") and looked at again at the next poll or announcement; the node serves on."""
+        try:
+            desired, epoch = self.registry.desired_state()
+        except DesiredRecordError as exc:
+            if self._error is None or not self._error[0].startswith("desired record unreadable"):
+                self.node.metrics.sync_failures.labels("record").inc()
+                log.error("desired record unreadable, still serving: %s", exc)
+            self._error = (f"desired record unreadable: {exc}", None)
+        else:
+            if self._error is not None and self._error[0].startswith("desired record unreadable"):
+                self._error = None
+            if desired is not None:
+                self._converge(desired.target_for(self.config.node_id), desired.revision, epoch)
+        if self._local_error:
+            self._repair_cache()
         self._report()
 
     def _converge(self, target: int, revision: int, epoch: str) -> None:
@@ -202,12 +231,51 @@ class SyncAgent:
             current = self.node.holder.current()
             log.error("version %d refused, still serving %s: %s", target, current.version if current else "nothing", exc)
             return
-        self.cache.store(manifest, blob)
+        self._keep_in_cache(manifest, blob)
         self.node.swap(model)
         self._remember(manifest)
         self._error = None
         self.node.metrics.sync_seconds.observe(time.perf_counter() - started)
         log.info("serving version %d (sha256 %s)", target, manifest.sha256[:12])
+
+    def _keep_in_cache(self, manifest: Manifest, blob: bytes | None = None) -> None:
+        """Make `manifest`'s model the one the next start serves: select it when its bytes are cached, else
+        store them (fetched again and checked against the manifest when not given). A disk that refuses (full,
+        read-only, a file size limit) is the node's own fault, not the version's: the verified model is served
+        from memory all the same, and the fault is reported once (reason "disk") until a write succeeds."""
+        try:
+            if blob is None and self.cache.select(manifest):
+                pass
+            elif (blob := blob if blob is not None else self._fetch_again(manifest)) is not None:
+                self.cache.store(manifest, blob)
+            else:
+                return  # the registry did not give the bytes back: tried again at the next reconcile
+        except OSError as exc:
+            fault = (f"model cache not written ({exc.strerror or exc}): version {manifest.version} is served from "
+                     f"memory; a restart without the registry would serve an older cached model")
+            if not self._local_error:
+                self.node.metrics.sync_failures.labels("disk").inc()
+                log.error("%s", fault)
+            self._local_error = fault
+            return
+        if self._local_error:
+            log.info("model cache written again (version %d)", manifest.version)
+        self._local_error = ""
+
+    def _fetch_again(self, manifest: Manifest) -> bytes | None:
+        blob = self.registry.blob(manifest.version)
+        try:
+            manifest.check_blob(blob or b"")
+        except ManifestError:
+            return None
+        return blob
+
+    def _repair_cache(self) -> None:
+        """After a disk fault, once the cache directory takes writes again, keep the served model there."""
+        current = self.node.holder.current()
+        manifest = self._served.get(current.sha256) if current is not None else None
+        if manifest is not None and self.cache.writable():
+            self._keep_in_cache(manifest)
 
     def _serve_held(self, manifest: Manifest) -> bool:
         """Serve the manifest's bytes if they are loaded already (serving, or kept for rollback), under the
@@ -228,8 +296,8 @@ class SyncAgent:
         else:
             return False
         if self._served.get(manifest.sha256) != manifest:
-            self.cache.select(manifest)
             self._remember(manifest)
+            self._keep_in_cache(manifest)
         self._error = None
         return True
 
@@ -291,11 +359,13 @@ class SyncAgent:
             epoch=held.epoch if current and (held := self._served.get(current.sha256)) else "",
             last_error=error,
             error_version=error_version,
+            local_error=self._local_error,
             heartbeat=time.time(),
             started=self._started,
             field_stats=field_stats,
             traffic=traffic,
         )
         ttl_s = 3 * heartbeat_interval(self.config.heartbeat_s, self._fleet_size)
-        self._fleet_size = self.registry.write_status(status, ttl_s)
+        self._fleet_size, server_time = self.registry.write_status(status, ttl_s)
         self._last_report = status.heartbeat
+        self.node.metrics.clock_skew.set(status.heartbeat - server_time)
