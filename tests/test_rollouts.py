@@ -319,3 +319,36 @@ def test_a_job_hands_its_version_to_the_controller_and_ends_with_the_rollouts_ou
     assert registry.desired().version == stable and registry.desired().canary is None
     assert all(node.wait_version(str(stable), timeout_s=10) for node in nodes)
     assert published != stable
+
+
+def test_unreadable_rollout_record_and_profile_are_shown_and_replaced_from_the_cli(redis_server, signing_keys,
+                                                                                 capsys) -> None:
+    from edgefer.registry.connection import RegistryAccess, connect
+    from edgefer.registry.signing import ManifestSigner
+    from edgefer.registry.store import ModelRegistry
+
+    registry = ModelRegistry(connect(RegistryAccess(redis_url=redis_server.url)), "default")
+    signer = ManifestSigner(signing_keys[0])
+    stable, canary = (registry.publish(classifier_onnx(w), f"m{i}", EXPECTED_INPUT, {}, signer).version
+                      for i, w in enumerate((STABLE, GOOD)))
+    registry.promote(stable)
+    url = _url(registry)
+    registry.client.set(registry.keys.rollout, b"\x00garbage")
+    registry.client.set(registry.keys.profile, b'{"max_macs": "lots"}')
+    capsys.readouterr()
+    assert registry_cli(["--redis-url", url, "status"]) == 0  # rows shown, then the two problems, no crash
+    out = capsys.readouterr().out
+    assert "rollout record:" in out and "abort --force" in out and "fleet profile:" in out and "profile set" in out
+    assert registry_cli(["--redis-url", url, "rollout", "status"]) == 2
+    assert "rollout abort --force" in capsys.readouterr().err
+    assert registry_cli(["--redis-url", url, "rollout", "start", str(canary)]) == 2  # not replaced silently
+    assert registry_cli(["--redis-url", url, "rollout", "abort", "--force"]) == 0
+    assert "removed an unreadable rollout record" in capsys.readouterr().out
+    assert RolloutStore(registry.client, registry.keys).get() is None and registry.desired().version == stable
+    registry.client.set(registry.keys.rollout, b"[1, 2]")
+    assert registry_cli(["--redis-url", url, "rollout", "start", str(canary), "--force", "--steps", "50,100"]) == 0
+    assert RolloutStore(registry.client, registry.keys).get().version == canary
+    assert registry_cli(["--redis-url", url, "profile", "show"]) == 2
+    assert registry_cli(["--redis-url", url, "profile", "set", "--max-macs", "5000000"]) == 0
+    assert "replaced an unreadable profile" in capsys.readouterr().out
+    assert registry.stored_profile().max_macs == 5_000_000

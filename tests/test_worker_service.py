@@ -137,6 +137,16 @@ def test_bad_jobs_fail_with_their_message_and_the_worker_goes_on(redis_server, s
     assert any("missing.npz: no such data file" in e for e in errors)
 
 
+def test_a_job_for_a_fleet_with_an_unreadable_profile_fails_saying_how_to_replace_it(redis_server, signing_keys,
+                                                                                      tmp_path, toy_npz):
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    worker.client.set(worker.registry.keys.profile, b"not json")
+    submit(redis_server, toy_npz, "--job-id", "profiled", *TINY_JOB)
+    assert take(worker) == "failed"
+    error = worker.status.get("profiled")["error"]
+    assert "profile of fleet default cannot be read" in error and "profile set" in error, error
+
+
 def test_a_worker_killed_mid_stage_resumes_the_job_and_finishes(redis_server, signing_keys, tmp_path, toy_npz):
     submit(redis_server, toy_npz, "--job-id", "longer", "--set", "arch=ean-xs", "--set", "teacher_epochs=4",
            "--set", "rounds=1", "--set", "round_epochs=1", "--set", "local_epochs=1", "--set", "finetune_epochs=1",

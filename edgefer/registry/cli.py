@@ -129,20 +129,35 @@ def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
         print("no desired version: `edgefer-registry promote VERSION` rolls one out")
     if not rows:
         print("no node has reported to this fleet yet (nodes need the same --fleet and --redis-url)")
-    rollout = RolloutStore(registry.client, registry.keys).get()
-    if rollout is not None and rollout.active:
-        print(describe_rollout(rollout, []))
+    try:
+        rollout = RolloutStore(registry.client, registry.keys).get()
+    except RolloutError as exc:  # shown, not fatal: the exit code says whether the fleet converged
+        print(f"rollout record: {exc}")
+    else:
+        if rollout is not None and rollout.active:
+            print(describe_rollout(rollout, []))
+    try:
+        registry.stored_profile()
+    except ProfileError as exc:
+        print(f"fleet profile: {exc}")
     return converged
 
 
 def _profile(registry: ModelRegistry, args: argparse.Namespace) -> None:
     """Show the fleet's device class, or change the fields given (the rest stay as stored)."""
-    stored = registry.stored_profile()
+    try:
+        stored, unreadable = registry.stored_profile(), ""
+    except ProfileError as exc:
+        if args.action != "set":
+            raise
+        stored, unreadable = None, str(exc)  # `set` replaces it, starting from the default device class
     if args.action == "set":
         changes = {f.name: getattr(args, f.name) for f in fields(FleetProfile) if hasattr(args, f.name)}
         if not changes:
             raise CliError("profile set: give at least one field to change (see `profile set --help`)")
         registry.set_profile(replace(stored or FleetProfile(), **changes))
+        if unreadable:
+            print(f"replaced an unreadable profile ({unreadable}); fields not given are the defaults")
         stored = registry.stored_profile()
     shown = stored or FleetProfile()
     origin = "" if stored else " (none stored: the default device class)"

@@ -16,7 +16,7 @@ import redis
 from edgefer.registry.desired import Canary, DesiredRecord, DesiredRecordError
 from edgefer.registry.keys import FleetKeys
 from edgefer.registry.manifest import Manifest, ManifestError, new_manifest
-from edgefer.registry.profile import FleetProfile
+from edgefer.registry.profile import FleetProfile, ProfileError
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.status import NodeRow, NodeStatus, NodeStatusError, fleet_rows
 from edgefer.timestamps import utc_now_iso
@@ -165,7 +165,11 @@ class ModelRegistry:
 
     def stored_profile(self) -> FleetProfile | None:
         raw = self.client.get(self.keys.profile)
-        return FleetProfile.from_json(raw) if raw is not None else None
+        try:
+            return FleetProfile.from_json(raw) if raw is not None else None
+        except ProfileError as exc:
+            raise ProfileError(f"the profile of fleet {self.keys.fleet} cannot be read ({exc}); "
+                               "`edgefer-registry profile set FIELD VALUE ...` replaces it") from exc
 
     def set_profile(self, profile: FleetProfile) -> None:
         self.client.set(self.keys.profile, profile.to_json())

@@ -20,6 +20,7 @@ def add_rollout_commands(sub: argparse._SubParsersAction) -> None:
     start = actions.add_parser("start", help="roll VERSION out step by step (the controller, edgefer-rollouts, acts)")
     start.add_argument("version", type=int, help="a published version number")
     start.add_argument("--spec", type=Path, help="a JSON rollout spec; flags given below override its fields")
+    start.add_argument("--force", action="store_true", help="replace a rollout record that cannot be read")
     add_dataclass_arguments(start, RolloutSpec, omit_unset=True)
     show = actions.add_parser("status", help="the rollout's state, step, last analysis and recent decisions")
     show.add_argument("--wait", action="store_true", help="until the rollout ends (exit 0 promoted, 1 otherwise)")
@@ -29,7 +30,9 @@ def add_rollout_commands(sub: argparse._SubParsersAction) -> None:
         ("resume", "continue a paused or held rollout: the step's window opens again"),
         ("abort", "end the rollout: every node back to the stable version"),
     ):
-        actions.add_parser(name, help=text)
+        command = actions.add_parser(name, help=text)
+    command.add_argument("--force", action="store_true",
+                         help="remove a rollout record that cannot be read (the desired record is left as it is)")
 
 
 def spec_from_args(args: argparse.Namespace) -> RolloutSpec:
@@ -38,8 +41,11 @@ def spec_from_args(args: argparse.Namespace) -> RolloutSpec:
     return RolloutSpec.from_dict({**base, **given})
 
 
-def start_rollout(registry: ModelRegistry, version: int, spec: RolloutSpec, source: str) -> RolloutRecord:
-    """A new rollout of `version` against the fleet's desired version (what it rolls back to)."""
+def start_rollout(
+    registry: ModelRegistry, version: int, spec: RolloutSpec, source: str, force: bool = False
+) -> RolloutRecord:
+    """A new rollout of `version` against the fleet's desired version (what it rolls back to); `force` replaces
+    a stored rollout record that cannot be read."""
     desired = registry.desired()
     if desired is None:
         raise RolloutError("no desired version to roll out against: promote a first version")
@@ -48,18 +54,21 @@ def start_rollout(registry: ModelRegistry, version: int, spec: RolloutSpec, sour
     if version == desired.version:
         raise RolloutError(f"version {version} is already the desired version")
     return RolloutStore(registry.client, registry.keys).create(
-        RolloutRecord(version=version, stable=desired.version, spec=spec.to_dict(), source=source)
+        RolloutRecord(version=version, stable=desired.version, spec=spec.to_dict(), source=source), force
     )
 
 
 def run_rollout(args: argparse.Namespace, registry: ModelRegistry) -> int:
     store = RolloutStore(registry.client, registry.keys)
     if args.action == "start":
-        record = start_rollout(registry, args.version, spec_from_args(args), "operator")
+        record = start_rollout(registry, args.version, spec_from_args(args), "operator", args.force)
         print(
             f"rollout of version {record.version} against {record.stable} started: steps {record.spec['steps']}%, "
             f"bake {record.spec['bake']} (edgefer-rollouts moves it on)"
         )
+        return 0
+    if args.action == "abort" and args.force:
+        print(f"removed an unreadable rollout record ({store.discard_unreadable()}); the desired record is as it was")
         return 0
     if args.action in ("pause", "resume", "abort"):
         record = store.update(lambda old: _command(old, args.action))

@@ -69,11 +69,10 @@ class RolloutStore:
         self.keys = keys
 
     def get(self) -> RolloutRecord | None:
-        raw = self.client.get(self.keys.rollout)
-        return RolloutRecord.from_json(raw) if raw is not None else None
+        return _read(self.client.get(self.keys.rollout))
 
-    def create(self, record: RolloutRecord) -> RolloutRecord:
-        """Store a new rollout unless one is active (a finished one is replaced)."""
+    def create(self, record: RolloutRecord, force: bool = False) -> RolloutRecord:
+        """Store a new rollout unless one is active (a finished one is replaced; with `force`, an unreadable one)."""
 
         def change(old: RolloutRecord | None) -> RolloutRecord:
             if old is not None and old.active:
@@ -81,9 +80,34 @@ class RolloutStore:
             now = time.time()
             return replace(record, created=now, updated=now, revision=(old.revision + 1) if old else 1)
 
-        return self.update(change)
+        return self.update(change, replace_unreadable=force)
 
-    def update(self, change, entry: dict | None = None) -> RolloutRecord:
+    def discard_unreadable(self) -> str:
+        """Delete a record that cannot be read (the operator's `rollout abort --force`), logging what was
+        replaced; returns the reason it could not be read. A readable record is left alone (RolloutError)."""
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.keys.rollout)
+                    raw = pipe.get(self.keys.rollout)
+                    try:
+                        _read(raw)
+                    except RolloutError as exc:
+                        problem = str(exc)
+                    else:
+                        raise RolloutError("the rollout record is readable: abort it without --force")
+                    pipe.multi()
+                    pipe.delete(self.keys.rollout)
+                    entry = {"time": time.time(), "decision": "aborted", "step": 0, "version": None,
+                             "reason": f"unreadable rollout record removed by the operator ({problem})"}
+                    pipe.lpush(self.keys.rollout_log, json.dumps(entry, sort_keys=True))
+                    pipe.ltrim(self.keys.rollout_log, 0, LOG_LENGTH - 1)
+                    pipe.execute()
+                    return problem
+                except redis.WatchError:
+                    continue
+
+    def update(self, change, entry: dict | None = None, replace_unreadable: bool = False) -> RolloutRecord:
         """Read-modify-write under WATCH: a concurrent change makes `change` run again on the new record; `entry`
         goes to the decision log in the same transaction as the record it explains."""
         with self.client.pipeline() as pipe:
@@ -91,7 +115,12 @@ class RolloutStore:
                 try:
                     pipe.watch(self.keys.rollout)
                     raw = pipe.get(self.keys.rollout)
-                    old = RolloutRecord.from_json(raw) if raw is not None else None
+                    try:
+                        old = _read(raw)
+                    except RolloutError:
+                        if not replace_unreadable:
+                            raise
+                        old = None
                     new = change(old)
                     if old is not None and new.revision == old.revision:
                         new = replace(new, revision=old.revision + 1, updated=time.time())
@@ -126,3 +155,12 @@ class RolloutStore:
 
 class _Conflict(Exception):
     pass
+
+
+def _read(raw: bytes | None) -> RolloutRecord | None:
+    """The stored record, or a RolloutError that says how an operator replaces one that cannot be read."""
+    try:
+        return RolloutRecord.from_json(raw) if raw is not None else None
+    except RolloutError as exc:
+        raise RolloutError(f"{exc}; `edgefer-registry rollout abort --force` removes it, "
+                           "`rollout start VERSION --force` replaces it") from exc

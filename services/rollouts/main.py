@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 from edgefer.env_settings import EnvSettings
-from edgefer.registry.connection import RegistryAccess, connect, connect_for_scrapes
+from edgefer.registry.connection import RegistryAccess, connect, connect_for_scrapes, describe_redis_error
 from edgefer.registry.store import ModelRegistry
 from edgefer.rollouts.controller import RolloutController
-from edgefer.rollouts.store import ACTIVE, FINAL, RolloutStore
+from edgefer.rollouts.store import ACTIVE, FINAL, RolloutError, RolloutStore
 
 log = logging.getLogger("edgefer.rollouts")
 DECISIONS = ("step", "advance", "wait", "hold", "resume", "pause", "promoted", "rolled_back", "aborted")
@@ -84,14 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("controlling rollouts of fleet %s every %.1fs", settings.fleet, settings.tick_s)
+    problem = ""  # the failure last logged: each is logged when it starts, not at every tick
     while not stop.wait(settings.tick_s):
         try:
             controller.tick()
+            problem = ""
         except redis.RedisError as exc:
-            log.warning("registry unreachable (%s); retrying", exc)
-        except Exception:  # a bug must not stop the controller: the rollout stays where it is, visible in status
-            log.exception("rollout tick failed")
+            problem = _log_once(problem, f"registry unreachable ({describe_redis_error(exc)}); retrying")
+        except RolloutError as exc:  # an unreadable record: the operator replaces it (`rollout abort --force`)
+            problem = _log_once(problem, f"rollout record not followed: {exc}")
+        except Exception as exc:  # a bug must not stop the controller: the rollout stays where it is, visible in status
+            problem = _log_once(problem, f"rollout tick failed: {exc}", traceback=True)
     return 0
+
+
+def _log_once(last: str, problem: str, traceback: bool = False) -> str:
+    """Log `problem` unless it is the one logged last; returns it as the new last."""
+    if problem != last:
+        log.warning("%s", problem, exc_info=traceback)
+    return problem
 
 
 if __name__ == "__main__":
