@@ -8,7 +8,7 @@ own error naming the record, never a bare TypeError deep inside a caller."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from typing import Any, ClassVar, Self
 
 
@@ -46,7 +46,12 @@ class JsonRecord:
     @classmethod
     def build(cls, data: dict[str, Any]) -> Self:
         """The record from the fields this release knows (a subclass with nested records overrides it)."""
-        return cls(**known_fields(cls, data))
+        given = known_fields(cls, data)
+        missing = [f.name for f in fields(cls) if f.name not in given and f.default is MISSING
+                   and f.default_factory is MISSING and f.init]
+        if missing:
+            raise TypeError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        return cls(**given)
 
     def check(self) -> None:
         """Raise TypeError for a field a reader cannot rely on (none checked by default)."""

@@ -186,7 +186,7 @@ def test_batched_inference_shares_calls_and_matches_direct() -> None:
         return expected, out
 
     expected, out = asyncio.run(scenario())
-    assert all(version == "b" for _, version in out)
+    assert all(model.version == "b" for _, model in out)
     assert np.allclose(np.concatenate([p for p, _ in out]), expected, atol=1e-5)
     sizes = [s for s in metrics.registry.collect() if s.name == "edgefer_inference_batch_faces"][0].samples
     count = [s.value for s in sizes if s.name.endswith("_count")][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -68,13 +69,16 @@ def test_unary_and_stream_match_onnxruntime(node) -> None:
     faces, _ = synthetic_faces(12)
     expected = softmax(OnnxFaceClassifier(MODEL).logits(faces))
     unary = [stub.Classify(edge_pb2.ClassifyRequest(frame=crop_frame(f, i))).result for i, f in enumerate(faces)]
-    assert all(r.model_version == "v1" and r.sequence == i for i, r in enumerate(unary))
+    sha256 = hashlib.sha256(MODEL.read_bytes()).hexdigest()  # the bytes that answered, beside their number
+    assert all(r.model_version == "v1" and r.model_sha256 == sha256 and r.sequence == i for i, r in enumerate(unary))
     assert np.allclose([r.faces[0].probabilities for r in unary], expected, atol=1e-5)
     streamed = list(stub.StreamClassify(iter([crop_frame(f, 100 + i) for i, f in enumerate(faces)])))
     assert [r.sequence for r in streamed] == [100 + i for i in range(12)]
     ok = [r for r in streamed if r.status == edge_pb2.FRAME_STATUS_OK]
     for r in ok:
         assert np.allclose(r.faces[0].probabilities, expected[r.sequence - 100], atol=1e-5)
+        assert r.model_sha256 == sha256
+    assert stub.GetModelInfo(edge_pb2.GetModelInfoRequest()).sha256 == sha256
 
 
 def test_detection_path_on_an_encoded_frame(node) -> None:

@@ -59,3 +59,11 @@ def test_wrong_types_that_readers_rely_on_are_refused() -> None:
         DesiredRecord.from_json('{"version": 7, "canary": {"version": "8"}}')
     with pytest.raises(NodeStatusError, match="node_id"):
         NodeStatus.from_json('{"node_id": 5, "version": "1"}')
+
+
+def test_a_partial_record_names_its_missing_fields_not_a_python_signature() -> None:
+    with pytest.raises(NodeStatusError) as caught:
+        NodeStatus.from_json('{"heartbeat": 1.0}')
+    assert "missing fields node_id, version" in str(caught.value) and "__init__" not in str(caught.value)
+    with pytest.raises(RolloutError, match="missing field spec$|missing field spec\\)"):
+        RolloutRecord.from_json('{"version": 4, "stable": 3}')

@@ -158,7 +158,8 @@ def test_a_node_whose_key_file_is_gone_serves_its_cache_and_follows_again_once_i
     key = tmp_path / "node.pub"
     shutil.copy(signing_keys[1], key)
     first = registry.publish(model(1), "a", EXPECTED_INPUT, {}, signer, promote=True)
-    node = EdgeNodeProcess("keyless", free_port(), redis_server.url, key, tmp_path / "cache", extra_args=FAST_SYNC,
+    slow_poll = ["--sync-poll-seconds", "120", "--heartbeat-seconds", "0.5"]  # the restored key is seen, not polled
+    node = EdgeNodeProcess("keyless", free_port(), redis_server.url, key, tmp_path / "cache", extra_args=slow_poll,
                            log_path=tmp_path / "node.log")
     try:
         assert node.start().wait_version("1", sha256=first.sha256)
@@ -168,7 +169,7 @@ def test_a_node_whose_key_file_is_gone_serves_its_cache_and_follows_again_once_i
         assert node.start().wait_version("1", sha256=first.sha256)  # up, serving its verified cache
         assert wait_for_error(registry, "keyless", "cannot read key file")
         shutil.copy(signing_keys[1], key)
-        assert node.wait_version(str(second.version), sha256=second.sha256)  # no restart needed
+        assert node.wait_version(str(second.version), sha256=second.sha256, timeout_s=15)  # no restart, no poll
     finally:
         node.stop()
 

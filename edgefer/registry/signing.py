@@ -92,6 +92,21 @@ class TrustedKey:
     def __init__(self, public_key_path: Path) -> None:
         self.path = public_key_path
         self._verifier: ManifestVerifier | None = None
+        self._seen = self._stat()
+
+    def _stat(self) -> tuple[float, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    def changed(self) -> bool:
+        """Whether the key file appeared, went or was rewritten since the last call (a cheap stat): a node
+        refusing versions for want of its key looks again as soon as the file is restored."""
+        now = self._stat()
+        changed, self._seen = now != self._seen, now
+        return changed
 
     def verifier(self) -> ManifestVerifier:
         """Raises KeyFileError (naming the file) while the key cannot be read."""

@@ -15,11 +15,12 @@ from edgefer.v1 import edge_pb2
 from services.edge.detection import Box, FaceDetector, StreamDetector, crop_face, whole_image_face
 from services.edge.frames import decode_gray
 from services.edge.metrics import EdgeMetrics
+from services.edge.model_holder import LoadedModel
 from services.edge.tracking import FaceTracker
 
 
 class Inference(Protocol):
-    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]: ...
+    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, LoadedModel]: ...
 
 
 @dataclass
@@ -61,11 +62,11 @@ class FramePipeline:
             faces = np.stack([crop_face(gray, b) for b in boxes]) if boxes else np.zeros((0, 48, 48), np.uint8)
         return Located(boxes, faces, decoded - start, time.perf_counter() - decoded)
 
-    async def process(self, frame: edge_pb2.Frame, version: str, tracker: FaceTracker | None = None,
+    async def process(self, frame: edge_pb2.Frame, model: LoadedModel, tracker: FaceTracker | None = None,
                       detector: StreamDetector | None = None) -> edge_pb2.FrameResult:
-        """Raises FrameError for a malformed frame. `version` names the serving model for frames without faces;
-        with faces, the result names the model that actually classified them. A stream passes its tracker
-        and its detector."""
+        """Raises FrameError for a malformed frame. `model` names the serving model for frames without faces;
+        with faces, the result names the model that actually classified them (version and sha256: a number can
+        name other bytes for a moment after a registry lost its data). A stream passes its tracker and detector."""
         start = time.perf_counter()
         raw_crop = _is_raw_face_crop(frame)
         if raw_crop:
@@ -75,11 +76,12 @@ class FramePipeline:
         located_at = time.perf_counter()
         probabilities = np.zeros((0, len(CLASSES)), np.float32)
         if len(located.faces):
-            probabilities, version = await self.inference.run(located.faces)
+            probabilities, model = await self.inference.run(located.faces)
         inferred = time.perf_counter()
         boxes = located.boxes
         tracks = tracker.update(boxes, probabilities) if tracker is not None else [None] * len(boxes)
-        result = edge_pb2.FrameResult(sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_OK, model_version=version)
+        result = edge_pb2.FrameResult(sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_OK,
+                                      model_version=model.version, model_sha256=model.sha256)
         for box, probs, track in zip(boxes, probabilities, tracks):
             result.faces.append(_face_result(box, probs, track))
         stages = self.metrics.stage_latency
@@ -91,7 +93,7 @@ class FramePipeline:
         self.metrics.frames_ok.inc()
         elapsed = time.perf_counter() - start
         stages["total"].observe(elapsed)
-        self.metrics.record_field(version, probabilities, elapsed)
+        self.metrics.record_field(model.version, probabilities, elapsed)
         result.server_latency_ms = elapsed * 1e3
         return result
 

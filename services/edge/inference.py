@@ -1,7 +1,7 @@
 """Running face batches on the current model from the node's event loop, directly or batched across requests.
 
 onnxruntime runs on worker threads (it releases the GIL), so the event loop keeps reading frames
-while a batch computes. Both take the holder's model once per onnxruntime call and return its version
+while a batch computes. Both take the holder's model once per onnxruntime call and return it (version, sha256)
 with the results, so a swap can never make an answer name a model other than the one that computed it.
 """
 
@@ -15,19 +15,19 @@ import numpy as np
 
 from edgefer.onnx_model import softmax
 from services.edge.metrics import EdgeMetrics
-from services.edge.model_holder import ModelHolder
+from services.edge.model_holder import LoadedModel, ModelHolder
 
 
 class NoModelError(RuntimeError):
     """Raised when a request arrives before any model has been loaded."""
 
 
-def _infer(holder: ModelHolder, metrics: EdgeMetrics, faces: np.ndarray) -> tuple[np.ndarray, str]:
+def _infer(holder: ModelHolder, metrics: EdgeMetrics, faces: np.ndarray) -> tuple[np.ndarray, LoadedModel]:
     model = holder.current()
     if model is None:
         raise NoModelError("no model loaded yet")
     metrics.batch_faces.observe(len(faces))
-    return softmax(model.classifier.logits(faces)), model.version
+    return softmax(model.classifier.logits(faces)), model
 
 
 class DirectInference:
@@ -38,7 +38,7 @@ class DirectInference:
         self.metrics = metrics
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="edgefer-infer")
 
-    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]:
+    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, LoadedModel]:
         return await asyncio.get_running_loop().run_in_executor(self._pool, _infer, self.holder, self.metrics, faces)
 
     async def close(self) -> None:
@@ -73,7 +73,7 @@ class BatchedInference:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="edgefer-batch")
         self._worker = asyncio.get_running_loop().create_task(self._loop())
 
-    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, str]:
+    async def run(self, faces: np.ndarray) -> tuple[np.ndarray, LoadedModel]:
         item = _Pending(faces)
         self._queue.put_nowait(item)
         return await item.future
@@ -117,11 +117,11 @@ class BatchedInference:
             if batch:
                 faces = np.concatenate([p.faces for p in batch])
                 loop = asyncio.get_running_loop()
-                probabilities, version = await loop.run_in_executor(self._pool, _infer, self.holder, self.metrics, faces)
+                probabilities, model = await loop.run_in_executor(self._pool, _infer, self.holder, self.metrics, faces)
                 offset = 0
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_result((probabilities[offset : offset + len(item.faces)], version))
+                        item.future.set_result((probabilities[offset : offset + len(item.faces)], model))
                     offset += len(item.faces)
         except Exception as exc:  # handed to every waiting request; the batcher lives on
             for item in batch:

@@ -65,7 +65,7 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
         if remaining is not None and remaining <= 0:  # the caller gave up already: do not spend the CPU
             await self._abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline expired before processing")
         try:
-            result = await self.pipeline.process(request.frame, model.version)
+            result = await self.pipeline.process(request.frame, model)
         except FrameError as exc:
             self.metrics.frames.labels("invalid").inc()
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.too_large else grpc.StatusCode.INVALID_ARGUMENT
@@ -102,12 +102,13 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
                             context: grpc.aio.ServicerContext) -> edge_pb2.FrameResult:
         model = await self._model_or_abort(context)
         try:
-            return await self.pipeline.process(frame, model.version, tracker, detector)
+            return await self.pipeline.process(frame, model, tracker, detector)
         except FrameError as exc:
             self.metrics.frames.labels("invalid").inc()
             self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
             return edge_pb2.FrameResult(
-                sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_INVALID, error=str(exc), model_version=model.version
+                sequence=frame.sequence, status=edge_pb2.FRAME_STATUS_INVALID, error=str(exc), model_version=model.version,
+                model_sha256=model.sha256,
             )
 
     async def GetModelInfo(self, request: edge_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> edge_pb2.ModelInfo:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import redis
 
 from edgefer.backoff import Backoff
+from edgefer.registry.connection import describe_redis_error
 from edgefer.registry.desired import DesiredRecordError
 from edgefer.registry.manifest import Manifest, ManifestError
 from edgefer.registry.signing import KeyFileError, TrustedKey
@@ -134,11 +135,17 @@ class SyncAgent:
         while not self._stop.is_set():
             try:
                 self._session()
+            except redis.ResponseError as exc:  # reachable, but it refused (maxmemory, a read-only replica, ACL)
+                delay = self._backoff.next_delay()
+                self._log_cause(f"refused {exc}", f"registry refused a command ({describe_redis_error(exc)}); "
+                                                  "retrying, still serving")
+                self._stop.wait(delay)
             except (redis.RedisError, OSError) as exc:
                 self.node.metrics.registry_connected.set(0)
                 self._backoff.cap_s = self._reconnect_cap()
                 delay = self._backoff.next_delay()
-                self._log_cause("registry unreachable", f"registry unreachable ({exc}); retrying, still serving")
+                cause = describe_redis_error(exc) if isinstance(exc, redis.RedisError) else str(exc)
+                self._log_cause("registry unreachable", f"registry unreachable ({cause}); retrying, still serving")
                 self._stop.wait(delay)
             except Exception as exc:  # noqa: BLE001 - a bug must not end the node's sync for good
                 self.node.metrics.sync_failures.labels("error").inc()
@@ -164,6 +171,8 @@ class SyncAgent:
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=min(0.5, max(0.0, next_poll - time.monotonic())))
                 now = time.monotonic()
+                if self._waiting_for_key() and self.trusted.changed():  # restored: look now, not at the next poll
+                    self._poke.set()
                 if message and message["type"] == "subscribe":  # (re)connected: catch up on what we missed
                     self.node.metrics.registry_connected.set(1)
                     next_poll = 0.0
@@ -179,6 +188,9 @@ class SyncAgent:
                     self._report()
         finally:
             pubsub.close()
+
+    def _waiting_for_key(self) -> bool:
+        return self._error is not None and self._error[0].startswith("cannot verify version")
 
     def _reconnect_cap(self) -> float:
         """A larger fleet waits longer between tries, so a restarted Redis sees at most about
