@@ -175,7 +175,7 @@ def test_a_garbage_desired_record_does_not_stop_a_node_following_the_registry(fl
     assert wait_for(lambda: serving(node) == str(first.version))
     registry.client.set(registry.keys.desired, "{not json")
     agent.poke()
-    failures = lambda: node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": "record"})  # noqa: E731
+    failures = lambda: node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": "record"})
     assert wait_for(lambda: failures() >= 1)
     # named in the node's status record, counted once, no retry loop (it used to spin 5-13 times a second)
     assert wait_for(lambda: "desired record unreadable" in (status_of(registry, "node-g").last_error or ""))
@@ -261,7 +261,7 @@ def test_a_node_whose_disk_refuses_serves_new_versions_from_memory_and_says_so(f
     cache_dir.write_bytes(b"")  # every cache write now fails (as on a full or read-only SD card)
     second = registry.publish(linear_onnx(), "linear", EXPECTED_INPUT, {}, signer, promote=True).version
     assert wait_for(lambda: serving(node) == str(second))  # verified, served from memory
-    disk = lambda: node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": "disk"})  # noqa: E731
+    disk = lambda: node.metrics.registry.get_sample_value("edgefer_model_sync_failures_total", {"reason": "disk"})
     assert wait_for(lambda: "model cache not written" in (status_of(registry, "node-d").local_error or ""))
     status = status_of(registry, "node-d")
     assert status.version == str(second) and status.last_error == ""  # no version is blamed for the node's disk

@@ -21,7 +21,6 @@ from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.status import NodeRow, NodeStatus, NodeStatusError, fleet_rows
 from edgefer.timestamps import utc_now_iso
 
-
 # A node's status write, stamped with Redis's clock: liveness is judged by the server's time, never by a board's
 # (a Raspberry Pi boots with an old clock until NTP answers). Returns the fleet's size and the server's time.
 _WRITE_STATUS = """

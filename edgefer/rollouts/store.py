@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -85,47 +86,53 @@ class RolloutStore:
     def discard_unreadable(self) -> str:
         """Delete a record that cannot be read (the operator's `rollout abort --force`), logging what was
         replaced; returns the reason it could not be read. A readable record is left alone (RolloutError)."""
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(self.keys.rollout)
-                    raw = pipe.get(self.keys.rollout)
-                    try:
-                        _read(raw)
-                    except RolloutError as exc:
-                        problem = str(exc)
-                    else:
-                        raise RolloutError("the rollout record is readable: abort it without --force")
-                    pipe.multi()
-                    pipe.delete(self.keys.rollout)
-                    entry = {"time": time.time(), "decision": "aborted", "step": 0, "version": None,
-                             "reason": f"unreadable rollout record removed by the operator ({problem})"}
-                    pipe.lpush(self.keys.rollout_log, json.dumps(entry, sort_keys=True))
-                    pipe.ltrim(self.keys.rollout_log, 0, LOG_LENGTH - 1)
-                    pipe.execute()
-                    return problem
-                except redis.WatchError:
-                    continue
+        problems: list[str] = []
+
+        def decide(raw: bytes | None) -> tuple[None, dict]:
+            try:
+                _read(raw)
+            except RolloutError as exc:
+                problems.append(str(exc))
+                return None, {"decision": "aborted", "step": 0, "version": None,
+                              "reason": f"unreadable rollout record removed by the operator ({exc})"}
+            raise RolloutError("the rollout record is readable: abort it without --force")
+
+        self._transact(decide)
+        return problems[-1]
 
     def update(self, change, entry: dict | None = None, replace_unreadable: bool = False) -> RolloutRecord:
         """Read-modify-write under WATCH: a concurrent change makes `change` run again on the new record; `entry`
         goes to the decision log in the same transaction as the record it explains."""
+
+        def decide(raw: bytes | None) -> tuple[RolloutRecord, dict | None]:
+            try:
+                old = _read(raw)
+            except RolloutError:
+                if not replace_unreadable:
+                    raise
+                old = None
+            new = change(old)
+            if old is not None and new.revision == old.revision:
+                new = replace(new, revision=old.revision + 1, updated=time.time())
+            return new, entry
+
+        return self._transact(decide)
+
+    def _transact(
+        self, decide: Callable[[bytes | None], tuple[RolloutRecord | None, dict | None]]
+    ) -> RolloutRecord | None:
+        """Under WATCH: `decide` maps the stored bytes to the new record (None: delete it) and a log entry, both
+        written in one transaction; run again when the record changed meanwhile."""
         with self.client.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(self.keys.rollout)
-                    raw = pipe.get(self.keys.rollout)
-                    try:
-                        old = _read(raw)
-                    except RolloutError:
-                        if not replace_unreadable:
-                            raise
-                        old = None
-                    new = change(old)
-                    if old is not None and new.revision == old.revision:
-                        new = replace(new, revision=old.revision + 1, updated=time.time())
+                    new, entry = decide(pipe.get(self.keys.rollout))
                     pipe.multi()
-                    pipe.set(self.keys.rollout, new.to_json())
+                    if new is None:
+                        pipe.delete(self.keys.rollout)
+                    else:
+                        pipe.set(self.keys.rollout, new.to_json())
                     if entry is not None:
                         pipe.lpush(self.keys.rollout_log, json.dumps({"time": time.time(), **entry}, sort_keys=True))
                         pipe.ltrim(self.keys.rollout_log, 0, LOG_LENGTH - 1)
