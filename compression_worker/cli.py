@@ -117,6 +117,8 @@ def _add_export(sub: argparse._SubParsersAction, settings: WorkerSettings) -> No
     p.add_argument("--test-data", type=Path, default=settings.test_data, help="faces for parity and the card's accuracy")
     p.add_argument("--no-mirror-average", action="store_true", help="do not bake mirror averaging into the graph")
     p.add_argument("--parity-faces", type=int, default=512, help="faces on which torch and onnxruntime must agree (default: %(default)s)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="store the weights as fp16 (half the file; for teachers that ship in the repository)")
     _add_threads(p, settings)
     p.set_defaults(func=_run_export)
 
@@ -125,7 +127,7 @@ def _run_export(args: argparse.Namespace) -> None:
     from compression_worker.release import export_checkpoint
 
     card, report = export_checkpoint(args.checkpoint, args.output, args.test_data, not args.no_mirror_average,
-                                     args.parity_faces, args.threads)
+                                     args.parity_faces, args.threads, args.fp16_weights)
     print(report.format_table())
     print(f"\nwrote {args.output} ({card.size_bytes:,} bytes, {card.macs_per_face / 1e6:.2f}M MACs/face, "
           f"{card.params:,} params) and {args.output.with_suffix('.json')}")

@@ -13,6 +13,7 @@ from compression_worker.evaluation import evaluate_file, save_confusion_png
 from compression_worker.export import PARITY_TOLERANCE, export_onnx, parity_error
 from compression_worker.model.ean import count_parameters
 from compression_worker.model_card import ModelCard, build_card
+from compression_worker.onnx_fp16 import MIN_AGREEMENT, prediction_agreement, store_weights_fp16
 from compression_worker.quantize import calibration_faces, quantize_int8
 from compression_worker.training.checkpoint import load_model
 from edgefer.classification_report import ClassificationReport
@@ -21,9 +22,17 @@ from edgefer.onnx_model import OnnxFaceClassifier
 
 
 def export_checkpoint(
-    checkpoint: Path, output: Path, eval_data: Path, mirror: bool = True, parity_faces: int = 512, threads: int = 2
+    checkpoint: Path,
+    output: Path,
+    eval_data: Path,
+    mirror: bool = True,
+    parity_faces: int = 512,
+    threads: int = 2,
+    fp16_weights: bool = False,
 ) -> tuple[ModelCard, ClassificationReport]:
-    """Export, prove parity on real faces (the file is removed when it fails), evaluate, write the card."""
+    """Export, prove parity on real faces (the file is removed when it fails), evaluate, write the card. With
+    `fp16_weights` (teachers that ship in the repository) the weights are then stored as fp16, and the graph must
+    predict what the fp32 one did on the parity faces."""
     model = load_model(checkpoint)
     summary_path = checkpoint.parent / "summary.json"
     training = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -35,6 +44,16 @@ def export_checkpoint(
     if error > PARITY_TOLERANCE:
         output.unlink()
         raise ValueError(f"{output}: parity error {error:.2e} exceeds {PARITY_TOLERANCE:.0e}; file removed")
+    if fp16_weights:
+        full = output.with_name(output.stem + ".fp32.onnx")
+        output.replace(full)
+        store_weights_fp16(full, output)
+        agreement = prediction_agreement(full, output, faces.x[:parity_faces], threads)
+        full.unlink()
+        print(f"fp16 weights: {agreement:.2%} of {min(len(faces), parity_faces)} faces predicted as in fp32")
+        if agreement < MIN_AGREEMENT:
+            output.unlink()
+            raise ValueError(f"{output}: fp16 weights change {1 - agreement:.2%} of predictions; file removed")
     report = evaluate_file(output, faces, None, threads)
     _confusion(report, output, eval_data)
     card = build_card(

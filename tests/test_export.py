@@ -67,3 +67,19 @@ def test_macs_counted_on_the_graph_match_a_hand_count(tmp_path: Path) -> None:
     single = stem + dw + pw + eca + fc
     assert onnx_complexity(export_onnx(model, tmp_path / "a.onnx", mirror_average=False)).macs == single
     assert onnx_complexity(export_onnx(model, tmp_path / "b.onnx", mirror_average=True)).macs == 2 * single
+
+
+def test_fp16_weights_halve_a_dense_teacher_and_keep_its_predictions(tmp_path: Path) -> None:
+    from compression_worker.model.teacher_nets import FaceVGG, TeacherConfig
+    from compression_worker.onnx_fp16 import prediction_agreement, store_weights_fp16
+
+    torch.manual_seed(0)
+    teacher = FaceVGG(TeacherConfig(widths=(16, 32, 64, 64), depths=(1, 1, 1, 1), dropout=0.0)).eval()
+    full = export_onnx(teacher, tmp_path / "teacher.onnx")
+    half = tmp_path / "teacher-fp16.onnx"
+    assert store_weights_fp16(full, half) > 0
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    faces, _ = synthetic_faces(64)
+    assert prediction_agreement(full, half, faces, threads=1) >= 0.95
+    logits = OnnxFaceClassifier(half).logits(faces)
+    assert logits.dtype == np.float32 and np.allclose(logits, OnnxFaceClassifier(full).logits(faces), atol=5e-2)
