@@ -1,0 +1,52 @@
+"""The layout is the architecture: the torch-free core `edgefer/` imports neither wing, the edge runtime never
+imports the worker pipeline, and no edge node module pulls in torch, directly or through what it imports."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def imported_packages(folder: str) -> dict[str, set[str]]:
+    """Top-level package of every import (module level or inside functions) in each file under `folder`."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / folder).rglob("*.py")):
+        if "v1" in path.relative_to(REPO).parts:  # generated stubs
+            continue
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+@pytest.mark.parametrize(("folder", "forbidden"), [
+    ("edgefer", {"compression_worker", "services", "torch"}),
+    ("services", {"compression_worker", "torch"}),
+])
+def test_no_import_crosses_a_boundary(folder: str, forbidden: set[str]) -> None:
+    crossing = {path: sorted(names & forbidden) for path, names in imported_packages(folder).items() if names & forbidden}
+    assert not crossing, crossing
+
+
+def test_every_edge_node_module_imports_without_torch() -> None:
+    modules = sorted(
+        ".".join(path.relative_to(REPO).with_suffix("").parts)
+        for path in (REPO / "services").rglob("*.py")
+        if path.name != "__init__.py"
+    )
+    code = "import importlib, sys\nsys.modules['torch'] = None\n" + "".join(
+        f"importlib.import_module({name!r})\n" for name in modules
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(modules) >= 15
