@@ -28,6 +28,7 @@ from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner, generate_keypair
 from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
+from edgefer.registry.version import version_label
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +65,7 @@ def main() -> None:
         ]
         stop = threading.Event()
         try:
-            first = str(registry.publish(blob, "bench", EXPECTED_INPUT, {}, signer, promote=True).version)
+            first = version_label(registry.publish(blob, "bench", EXPECTED_INPUT, {}, signer, promote=True).version)
             if not all(node.wait_version(first, timeout_s=60) for node in nodes):
                 raise SystemExit("the fleet did not start")
             face = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
@@ -75,7 +76,7 @@ def main() -> None:
             seconds = []
             for _ in range(args.publishes):
                 started = time.perf_counter()
-                version = str(registry.publish(blob, "bench", EXPECTED_INPUT, {}, signer, promote=True).version)
+                version = version_label(registry.publish(blob, "bench", EXPECTED_INPUT, {}, signer, promote=True).version)
                 done = wait_converged(registry, [n.node_id for n in nodes], version, timeout_s=30)
                 seconds.append(float("inf") if done is None else done - started)
                 time.sleep(0.5)  # let the streams see the new version before the next publish

@@ -31,6 +31,7 @@ from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner, generate_keypair
 from edgefer.registry.store import ModelRegistry
+from edgefer.registry.version import version_label
 from edgefer.rollouts.cli import start_rollout
 from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.spec import RolloutSpec
@@ -99,7 +100,7 @@ def main() -> None:
                 desired = registry.desired().version
                 for node in nodes:
                     node.wait_version(str(desired), timeout_s=30)
-                served = sum(load.by_version.get(str(version), 0) for load in loads)
+                served = sum(load.by_version.get(version_label(version), 0) for load in loads)
                 rows.append((name, record.state, record.step + 1, seconds, served, record.reason))
             store = RolloutStore(registry.client, registry.keys)
             print(f"\n{args.nodes} nodes, {args.fps:g} frames/s each, steps {args.steps}%, settle {args.settle}, "

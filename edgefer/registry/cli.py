@@ -27,6 +27,7 @@ from edgefer.registry.profile import FleetProfile, ProfileError
 from edgefer.registry.signing import KeyFileError, ManifestSigner, generate_keypair
 from edgefer.registry.status import fleet_converged
 from edgefer.registry.store import ModelRegistry, RegistryError
+from edgefer.registry.version import version_label
 from edgefer.rollouts.cli import add_rollout_commands, describe_rollout, run_rollout
 from edgefer.rollouts.spec import RolloutSpecError
 from edgefer.rollouts.store import RolloutError, RolloutStore
@@ -109,7 +110,7 @@ def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
     for r in rows:
         status = r.status
         serving = status.version if status and status.version is not None else "-"
-        target = str(r.target) if r.target is not None else "-"
+        target = version_label(r.target) if r.target is not None else "-"
         node_epoch = status.epoch[:8] if status and status.epoch else "-"
         if status and status.epoch and status.epoch != epoch:
             node_epoch += "!"  # a version of a registry that has since lost its data

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from edgefer.json_record import JsonRecord
 from edgefer.registry.desired import DesiredRecord
+from edgefer.registry.version import VersionLabel, is_version
 
 # A fleet's status writes per second that one Redis is asked to absorb: heartbeats stretch past it.
 STATUS_WRITES_PER_S = 200.0
@@ -42,7 +43,7 @@ class NodeStatus(JsonRecord):
     record_error: ClassVar[type[Exception]] = NodeStatusError
 
     node_id: str
-    version: str | None  # the version being served (a registry version number, or a bootstrap file's name)
+    version: VersionLabel | None  # the version being served (a registry version's label, or a bootstrap file's name)
     sha256: str = ""
     epoch: str = ""  # the registry epoch of the served version ("" for a bootstrap file)
     last_error: str = ""
@@ -76,7 +77,7 @@ class NodeRow:
     @property
     def converged(self) -> bool:
         """Serving the target's number and its bytes: a number alone can name other bytes after data loss."""
-        return (self.status is not None and self.target is not None and self.status.version == str(self.target)
+        return (self.status is not None and is_version(self.status.version, self.target)
                 and bool(self.target_sha256) and self.status.sha256 == self.target_sha256)
 
     @property
@@ -87,7 +88,7 @@ class NodeRow:
             return "stale"
         if self.converged:
             return "ok"
-        if self.status is not None and self.status.version == str(self.target):
+        if self.status is not None and is_version(self.status.version, self.target):
             return "mismatch"  # the target's number with other bytes: a stale cache or a false record
         return "syncing"
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, replace
 from edgefer.registry.desired import node_bucket
 from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
+from edgefer.registry.version import version_label
 from edgefer.rollouts.analysis import Window, analyse, node_window
 from edgefer.rollouts.store import FINAL, RolloutRecord, RolloutStore
 
@@ -161,9 +162,9 @@ class RolloutController:
         for node in record.participants:
             before = NodeStatus.from_dict(record.baseline[node])
             if node in record.canary_nodes:
-                canary.add(node_window(before, live[node], str(record.version)))
+                canary.add(node_window(before, live[node], version_label(record.version)))
             else:
-                stable.add(node_window(before, live[node], str(record.stable)))
+                stable.add(node_window(before, live[node], version_label(record.stable)))
         analysis = analyse(spec, canary, stable)
         if analysis.verdict == "fail":
             return self._roll_back(record, analysis.reason, analysis.to_dict())

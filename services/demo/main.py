@@ -35,6 +35,7 @@ from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner, generate_keypair
 from edgefer.registry.store import ModelRegistry
+from edgefer.registry.version import version_label
 from services.client.main import DeviceClient, StreamStats
 from services.client.samples import labelled_sample_faces
 from services.client.sources import open_source
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
         path = REPO / "models" / name
         first = registry.publish(path.read_bytes(), path.stem, EXPECTED_INPUT, {}, signer, promote=promote)
         print(f"published {name} as version {first.version}" + (", served" if promote else ", selectable"), flush=True)
-    serving = str(first.version)
+    serving = version_label(first.version)
     nodes = [EdgeNodeProcess(f"edge-{i}", free_port(), redis_server.url, work / "worker.pub", work / f"cache-{i}",
                              extra_args=["--heartbeat-seconds", "1"], log_path=work / f"edge-{i}.log").start() for i in (1, 2)]
     for node in nodes:
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
         stop.set()
         print(f"the job ended {record.get('state')}: {record.get('error') or record.get('gate')}", file=sys.stderr)
         return 1
-    version = str(record["published_version"])
+    version = version_label(record["published_version"])
     swapped = wait_serving(nodes, version, 30)
     print("nodes swapped to version " + version + ": " + ", ".join(f"{n} after {s:.2f}s" for n, s in swapped.items()), flush=True)
     time.sleep(args.after_seconds)

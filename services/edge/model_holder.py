@@ -15,16 +15,8 @@ import numpy as np
 
 from edgefer.labels import FACE_SIZE, NUM_CLASSES
 from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
+from edgefer.registry.version import VersionLabel
 from edgefer.timestamps import utc_now_iso
-
-VersionLabel = str
-"""What a node calls the model it serves (responses, metrics, status): a registry version number as text, or the
-name a bootstrap file is served under. The registry's own versions are ints (edgefer/registry/manifest.py);
-`version_label` is the one conversion."""
-
-
-def version_label(version: int) -> VersionLabel:
-    return str(version)
 
 
 class ModelLoadError(RuntimeError):

@@ -30,8 +30,9 @@ from edgefer.registry.manifest import Manifest, ManifestError
 from edgefer.registry.signing import KeyFileError, TrustedKey
 from edgefer.registry.status import NodeStatus, announce_spread, heartbeat_interval
 from edgefer.registry.store import ModelRegistry
+from edgefer.registry.version import version_label
 from services.edge.model_cache import ModelCache
-from services.edge.model_holder import LoadedModel, ModelLoadError, load_onnx_model, version_label
+from services.edge.model_holder import LoadedModel, ModelLoadError, load_onnx_model
 from services.edge.server import ServingNode
 
 log = logging.getLogger("edgefer.edge.sync")
