@@ -32,9 +32,9 @@ from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner, generate_keypair
 from edgefer.registry.store import ModelRegistry
 from edgefer.registry.version import version_label
-from edgefer.rollouts.cli import start_rollout
 from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.spec import RolloutSpec
+from edgefer.rollouts.start import start_rollout
 from edgefer.rollouts.store import FINAL, RolloutStore
 
 REPO = Path(__file__).resolve().parent.parent

@@ -159,6 +159,11 @@ def check_json_fields(cls: type, data: object, what: str) -> dict:
     return data
 
 
+def env_name(field_name: str) -> str:
+    """The environment variable of a setting: EDGEFER_ and its name in capitals."""
+    return f"EDGEFER_{field_name.upper()}"
+
+
 def add_dataclass_arguments(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,
@@ -174,8 +179,6 @@ def add_dataclass_arguments(
     names the EDGEFER_* variable in the help; `omit_unset` leaves flags that were not given out of the
     namespace (a job submitted with a few settings stays a job with a few settings).
     """
-    from edgefer.env_settings import env_name
-
     defaults = dict(defaults or {})
     skip = set(exclude)
     docs = setting_docs(cls)

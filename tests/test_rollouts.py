@@ -22,9 +22,9 @@ from edgefer.localfleet.slowed_model import slowed
 from edgefer.registry.cli import main as registry_cli
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.rollouts.analysis import Window, analyse, js_divergence, quantile
-from edgefer.rollouts.cli import start_rollout
 from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.spec import RolloutSpec, RolloutSpecError
+from edgefer.rollouts.start import start_rollout
 from edgefer.rollouts.store import RolloutStore
 from tests.conftest import synthetic_faces
 

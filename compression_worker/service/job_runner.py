@@ -46,8 +46,8 @@ from edgefer.onnx_model import OnnxFaceClassifier
 from edgefer.registry.manifest import EXPECTED_INPUT, card_metrics
 from edgefer.registry.signing import ManifestSigner
 from edgefer.registry.store import ModelRegistry
-from edgefer.rollouts.cli import start_rollout
 from edgefer.rollouts.spec import RolloutSpec
+from edgefer.rollouts.start import start_rollout
 from edgefer.rollouts.store import FINAL, RolloutStore
 
 MIRROR_PASSES = 2  # the exported graph runs the network on the face and its mirror

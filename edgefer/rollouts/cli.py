@@ -7,9 +7,10 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-from edgefer.registry.store import ModelRegistry, RegistryError
+from edgefer.registry.store import ModelRegistry
 from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.spec import RolloutSpec
+from edgefer.rollouts.start import start_rollout
 from edgefer.rollouts.store import FINAL, RolloutError, RolloutRecord, RolloutStore
 from edgefer.settings_fields import add_dataclass_arguments
 
@@ -39,23 +40,6 @@ def spec_from_args(args: argparse.Namespace) -> RolloutSpec:
     base = RolloutSpec.from_file(args.spec).to_dict() if args.spec else {}
     given = {f.name: getattr(args, f.name) for f in fields(RolloutSpec) if hasattr(args, f.name)}
     return RolloutSpec.from_dict({**base, **given})
-
-
-def start_rollout(
-    registry: ModelRegistry, version: int, spec: RolloutSpec, source: str, force: bool = False
-) -> RolloutRecord:
-    """A new rollout of `version` against the fleet's desired version (what it rolls back to); `force` replaces
-    a stored rollout record that cannot be read."""
-    desired = registry.desired()
-    if desired is None:
-        raise RolloutError("no desired version to roll out against: promote a first version")
-    if registry.manifest(version) is None:
-        raise RegistryError(f"version {version} is not published in fleet {registry.keys.fleet}")
-    if version == desired.version:
-        raise RolloutError(f"version {version} is already the desired version")
-    return RolloutStore(registry.client, registry.keys).create(
-        RolloutRecord(version=version, stable=desired.version, spec=spec.to_dict(), source=source), force
-    )
 
 
 def run_rollout(args: argparse.Namespace, registry: ModelRegistry) -> int:
