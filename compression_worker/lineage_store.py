@@ -10,12 +10,16 @@ never starts from an altered or half-copied teacher.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from edgefer.jobs.lineage import KINDS, Artefact, LineageError, LineageIndex
 from edgefer.timestamps import utc_now_iso
+
+log = logging.getLogger("edgefer.worker.lineage")
 
 
 def file_sha256(path: Path) -> str:
@@ -24,6 +28,28 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def adopt_shipped_teachers(store: LineageStore, folder: Path) -> list[Artefact]:
+    """Add the teachers that ship with the project (ONNX graphs with their model cards, models/teachers/) to the
+    lineage, so `teacher=best` finds them on a fresh worker. A card says what the teacher trained on and how well
+    it did on the faces it never saw (its mirror-averaged val accuracy: the graph averages each face with its
+    mirror); a graph without a readable card, or whose bytes differ from the card's, is skipped by name."""
+    adopted = []
+    for card_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        graph = card_path.with_suffix(".onnx")
+        try:
+            card = json.loads(card_path.read_text())
+            training = card["training"]
+            if not graph.exists() or file_sha256(graph) != card["file_sha256"]:
+                raise LineageError(f"{graph} is missing or is not the file its card describes")
+            adopted.append(store.add(
+                graph, kind="teacher", arch="onnx", data=training["data_identity"], split=training["split"],
+                held_back_accuracy=float(training["best_val_acc_hflip"]), job_id=f"shipped:{card['name']}",
+            ))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # LineageError is a ValueError
+            log.warning("shipped teacher %s not added to the lineage: %s", card_path, exc)
+    return adopted
 
 
 def trained_within(artefact: Artefact, data: str, split: str) -> bool:

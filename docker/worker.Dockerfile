@@ -23,6 +23,7 @@ COPY compression_worker ./compression_worker
 COPY services ./services
 # The shipped models, so `edgefer-registry publish /app/models/ean-pruned.onnx` works in the container.
 COPY models/*.onnx models/*.json ./models/
+COPY models/teachers ./models/teachers
 RUN pip install '.[worker]' && python -c "import edgefer.v1.edge_pb2_grpc, torch_pruning" \
     && useradd --create-home --uid 10001 edgefer && mkdir -p /work && chown edgefer /work
 USER 10001

@@ -246,3 +246,33 @@ def test_an_operator_adds_a_checkpoint_and_a_graph_to_the_lineage(tmp_path: Path
     junk.write_bytes(b"not a checkpoint")
     assert worker_cli(["lineage", "add", "--model", str(junk), *common]) != 0
     assert "junk.pt" in capsys.readouterr().err
+
+
+def test_a_shipped_teacher_is_adopted_at_start_and_picked_by_teacher_best(redis_server, signing_keys, tmp_path,
+                                                                          toy_npz, caplog) -> None:
+    import hashlib
+
+    import torch
+
+    from compression_worker.export import export_onnx
+    from compression_worker.lineage_store import adopt_shipped_teachers
+    from compression_worker.model.teacher_nets import FaceVGG, TeacherConfig
+
+    shipped = tmp_path / "models" / "teachers"
+    shipped.mkdir(parents=True)
+    torch.manual_seed(0)
+    graph = export_onnx(FaceVGG(TeacherConfig(widths=(8, 16, 24, 32), depths=(1, 1, 1, 1))).eval(), shipped / "vgg.onnx")
+    data = DataConfig(train_path=toy_npz)
+    training = {"data_identity": data.identity(), "split": data.split_rule(), "best_val_acc_hflip": 0.99}
+    card = {"name": "vgg", "file_sha256": hashlib.sha256(graph.read_bytes()).hexdigest(), "training": training}
+    (shipped / "vgg.json").write_text(json.dumps(card))
+    (shipped / "stale.onnx").write_bytes(b"other bytes")
+    (shipped / "stale.json").write_text(json.dumps({**card, "name": "stale"}))  # its card names other bytes
+
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    adopted = adopt_shipped_teachers(worker.lineage, shipped)
+    assert [a.job_id for a in adopted] == ["shipped:vgg"] and "stale.onnx is missing or is not" in caplog.text
+    assert adopt_shipped_teachers(worker.lineage, shipped)[0] == adopted[0]  # a restart adds nothing twice
+    assert run_job(worker, redis_server, toy_npz, "from-shipped", *TINY) == "published"  # teacher=best, the default
+    teacher = ledger(tmp_path, "from-shipped")["teacher"]
+    assert teacher["source"] == "lineage" and teacher["sha256"] == adopted[0].sha256

@@ -22,6 +22,7 @@ class WorkerServiceSettings(RegistryAccess, EnvSettings):
     device: str = "auto"  # cpu, cuda or auto (cuda when the node has a GPU and torch was built for it)
     claim_idle_s: float = 600.0  # take over a job another worker left silent this long
     lineage_dir: Path | None = None  # teachers and float students kept by sha256 (unset: lineage/ beside work_dir)
+    shipped_teachers: Path = Path("models/teachers")  # ONNX teachers with model cards, added to the lineage at start
     accuracy_tolerance: float = GateConfig.accuracy_tolerance  # gate: a candidate may be this much below the serving model's accuracy
     max_recall_drop: float = GateConfig.max_recall_drop  # gate: no class's recall may fall more than this below the serving model's
     max_latency_ms: float = FleetProfile.max_latency_ms  # for a fleet without a stored profile: latency budget per face

@@ -17,7 +17,7 @@ import redis
 import torch
 from prometheus_client import start_http_server
 
-from compression_worker.lineage_store import LineageStore
+from compression_worker.lineage_store import LineageStore, adopt_shipped_teachers
 from compression_worker.service.fleet_metrics import FleetCollector
 from compression_worker.service.job_checks import check_runnable
 from compression_worker.service.job_runner import JobContext, JobRunner
@@ -57,6 +57,10 @@ class Worker:
     def run_forever(self) -> None:
         self.metrics.stage.state("idle")
         try:
+            shipped = adopt_shipped_teachers(self.lineage, self.settings.shipped_teachers)
+            if shipped:
+                log.info("shipped teachers in the lineage: %s",
+                         ", ".join(f"{a.job_id} ({a.held_back_accuracy:.2%})" for a in shipped))
             log.info("lineage: %d artefacts in %s", self.lineage.reindex(), self.settings.lineage_dir)
         except redis.RedisError as exc:
             log.warning("lineage not indexed in Redis (%s); jobs still use %s", exc, self.settings.lineage_dir)

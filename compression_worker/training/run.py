@@ -123,6 +123,8 @@ def train_model(
         "precision": describe_precision(trainer.precision, device),
         "train_data": str(data.train_path),
         "train_data_sha256": data_sha256(data.train_path),
+        "data_identity": data.identity(),  # with `split`: which held-back faces it never saw (the lineage's key)
+        "split": data.split_rule(),
         "optim": optim.to_dict(),
     }
     flip_logits = predict_logits(best.to(device), splits.val.x, device, hflip_average=True)
