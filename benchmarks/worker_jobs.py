@@ -47,7 +47,8 @@ def prepare(worker: Worker, data: Path, serving: Path, teacher: Path, half_macs:
         from compression_worker.training.run import load_splits
 
         cfg = DataConfig(data)
-        accuracy = teacher_report(load_teacher(teacher, torch.device("cpu")), load_splits(cfg).val, torch.device("cpu")).accuracy
+        cpu = torch.device("cpu")
+        accuracy = teacher_report(load_teacher(teacher, cpu, worker.settings.threads), load_splits(cfg).val, cpu).accuracy
         worker.lineage.add(teacher, kind="teacher", arch="onnx", data=cfg.identity(), split=cfg.split_rule(),
                            held_back_accuracy=accuracy)
 

@@ -86,7 +86,7 @@ def _run_distill(args: argparse.Namespace) -> None:
     from compression_worker.distill.its import ITSConfig, run_its
 
     data, optim, device = _training_setup(args)
-    run_its(dataclass_from_namespace(ITSConfig, args), data, optim, args.workdir, device)
+    run_its(dataclass_from_namespace(ITSConfig, args), data, optim, args.workdir, device, args.threads)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
@@ -127,7 +127,7 @@ def _run_export(args: argparse.Namespace) -> None:
     from compression_worker.release import export_checkpoint
 
     card, report = export_checkpoint(args.checkpoint, args.output, args.test_data, not args.no_mirror_average,
-                                     args.parity_faces, args.threads, args.fp16_weights)
+                                     args.parity_faces, threads=args.threads, fp16_weights=args.fp16_weights)
     print(report.format_table())
     print(f"\nwrote {args.output} ({card.size_bytes:,} bytes, {card.macs_per_face / 1e6:.2f}M MACs/face, "
           f"{card.params:,} params) and {args.output.with_suffix('.json')}")
@@ -147,7 +147,7 @@ def _run_prune(args: argparse.Namespace) -> None:
     from compression_worker.prune.run import PruneConfig, run_prune
 
     data, optim, device = _training_setup(args)
-    run_prune(args.model, dataclass_from_namespace(PruneConfig, args), data, optim, args.workdir, device)
+    run_prune(args.model, dataclass_from_namespace(PruneConfig, args), data, optim, args.workdir, device, args.threads)
 
 
 def _add_quantize(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
@@ -214,7 +214,7 @@ def _add_to_lineage(store: LineageStore, args: argparse.Namespace) -> Artefact:
     torch.set_num_threads(args.threads)
     data = dataclass_from_namespace(DataConfig, args, test_path=None)
     held_back = load_splits(data).val
-    teacher = load_teacher(args.model, torch.device("cpu"))
+    teacher = load_teacher(args.model, torch.device("cpu"), args.threads)
     accuracy = teacher_report(teacher, held_back, torch.device("cpu")).accuracy
     arch = arch_of(teacher.model) if isinstance(teacher, TorchTeacher) else "onnx"
     return store.add(args.model, kind=args.kind, arch=arch, data=data.identity(), split=data.split_rule(),

@@ -52,7 +52,7 @@ def save_confusion_png(report: ClassificationReport, path: Path, title: str) -> 
     plt.close(fig)
 
 
-def evaluate_file(model_path: Path, faces: Faces, out_dir: Path | None, threads: int = 2) -> ClassificationReport:
+def evaluate_file(model_path: Path, faces: Faces, out_dir: Path | None, threads: int) -> ClassificationReport:
     report = ClassificationReport.from_predictions(faces.y, predict_file(model_path, faces, threads))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

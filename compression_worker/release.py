@@ -27,7 +27,8 @@ def export_checkpoint(
     eval_data: Path,
     mirror: bool = True,
     parity_faces: int = 512,
-    threads: int = 2,
+    *,
+    threads: int,
     fp16_weights: bool = False,
 ) -> tuple[ModelCard, ClassificationReport]:
     """Export, prove parity on real faces (the file is removed when it fails), evaluate, write the card. With
@@ -70,7 +71,7 @@ def export_checkpoint(
 
 
 def quantize_model(
-    model_path: Path, output: Path, train: Faces, calibration_count: int, eval_data: Path, threads: int = 2
+    model_path: Path, output: Path, train: Faces, calibration_count: int, eval_data: Path, threads: int
 ) -> tuple[ModelCard, ClassificationReport, float]:
     """INT8 of an exported model, its card (with the float model's accuracy beside it) and confusion PNG."""
     OnnxFaceClassifier(model_path)  # names a missing or broken file before any work

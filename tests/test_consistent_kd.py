@@ -150,7 +150,7 @@ def test_an_ensemble_averages_its_members_logits(tmp_path: Path) -> None:
     a, b = EAN(TINY), EAN(TINY)
     save_model(a, tmp_path / "a.pt")
     save_model(b, tmp_path / "b.pt")
-    ensemble = load_teachers([tmp_path / "a.pt", tmp_path / "b.pt"], CPU)
+    ensemble = load_teachers([tmp_path / "a.pt", tmp_path / "b.pt"], CPU, threads=1)
     assert isinstance(ensemble, EnsembleTeacher)
     x = torch.from_numpy(synthetic_faces(4)[0]).float().unsqueeze(1)
     ta, tb = TorchTeacher(a, CPU), TorchTeacher(b, CPU)

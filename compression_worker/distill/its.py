@@ -76,7 +76,9 @@ class ITSConfig:
                 "student_init": str(self.student_init) if self.student_init else None}
 
 
-def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device) -> None:
+def _round0(
+    cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device, threads: int
+) -> None:
     """Train or adopt the round-0 teacher and record its accuracy; an EAN teacher is kept as round0/model.pt."""
     folder = workdir / "round0"
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ def _round0(cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Pat
         save_model(teacher, folder / "model.pt")
         metrics = model_metrics(teacher, splits, device, {"round": 0, "teacher": "trained on hard labels"})
     else:
-        given = load_teachers(cfg.teachers, device, cfg.mirror_soft_labels)
+        given = load_teachers(cfg.teachers, device, threads, cfg.mirror_soft_labels)
         if isinstance(given, TorchTeacher) and isinstance(given.model, EAN):  # one EAN: its weights can transfer
             save_model(given.model, folder / "model.pt")
         metrics = {"round": 0, "teacher": given.name, **_teacher_accuracy(given, splits, device)}
@@ -102,13 +104,13 @@ def _teacher_accuracy(teacher: Teacher, splits: DataSplits, device: torch.device
     return metrics
 
 
-def _teacher_of_round(k: int, cfg: ITSConfig, workdir: Path, device: torch.device) -> Teacher:
+def _teacher_of_round(k: int, cfg: ITSConfig, workdir: Path, device: torch.device, threads: int) -> Teacher:
     """Round k's teacher: round k-1's model; with refine=average every earlier teacher in one ensemble."""
 
     def model_of(j: int) -> Teacher:
         path = workdir / f"round{j}" / "model.pt"
         if j == 0 and not path.exists():
-            return load_teachers(cfg.teachers, device, cfg.mirror_soft_labels)
+            return load_teachers(cfg.teachers, device, threads, cfg.mirror_soft_labels)
         return TorchTeacher(load_network(path), device, cfg.mirror_soft_labels, name=f"round{j}")
 
     if cfg.mode == "consistent" and cfg.refine == "average" and k > 1:
@@ -138,10 +140,17 @@ def _cached_criterion(k: int, cfg: ITSConfig, teacher: Teacher, splits: DataSpli
 
 
 def _student_round(
-    k: int, cfg: ITSConfig, optim: OptimConfig, splits: DataSplits, workdir: Path, device: torch.device, previous: np.ndarray | None
+    k: int,
+    cfg: ITSConfig,
+    optim: OptimConfig,
+    splits: DataSplits,
+    workdir: Path,
+    device: torch.device,
+    threads: int,
+    previous: np.ndarray | None,
 ) -> np.ndarray | None:
     folder = workdir / f"round{k}"
-    teacher = _teacher_of_round(k, cfg, workdir, device)
+    teacher = _teacher_of_round(k, cfg, workdir, device, threads)
     previous_path = workdir / f"round{k - 1}" / "model.pt"
     previous_model = load_network(previous_path) if previous_path.exists() else None
     student, transferred = initial_student(previous_model if isinstance(previous_model, EAN) else None, cfg,
@@ -161,8 +170,11 @@ def _student_round(
     return refined
 
 
-def run_its(cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device) -> dict:
-    """Run (or resume) all rounds; returns and writes workdir/its.json."""
+def run_its(
+    cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device, threads: int
+) -> dict:
+    """Run (or resume) all rounds; returns and writes workdir/its.json (`threads`: onnxruntime's, for graph
+    teachers; torch's are the caller's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     source_commit = git_commit()
     splits = load_splits(data)
@@ -172,11 +184,11 @@ def run_its(cfg: ITSConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
         nonlocal previous
         if k == 0:
             print("round 0: " + ("the given teacher(s)" if cfg.teachers else "teacher on hard labels"), flush=True)
-            _round0(cfg, optim, splits, workdir, device)
+            _round0(cfg, optim, splits, workdir, device, threads)
         else:
             print(f"round {k}: {cfg.mode} distillation from round {k - 1} (T={cfg.temperature}, alpha={cfg.alpha}, "
                   f"refine={cfg.refine})", flush=True)
-            previous = _student_round(k, cfg, optim, splits, workdir, device, previous)
+            previous = _student_round(k, cfg, optim, splits, workdir, device, threads, previous)
 
     def resume(k: int, folder: Path) -> None:
         nonlocal previous

@@ -61,8 +61,8 @@ class TorchTeacher:
 class OnnxTeacher:
     """An exported graph (mirror averaging, when it has it, is inside the graph) run by onnxruntime on the CPU."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        self.session = OnnxFaceClassifier(path, intra_op_threads=threads or torch.get_num_threads())
+    def __init__(self, path: Path, threads: int) -> None:
+        self.session = OnnxFaceClassifier(path, intra_op_threads=threads)
         self.name = str(path)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,17 +83,19 @@ class EnsembleTeacher:
         return torch.stack([m.logits(x) for m in self.members]).mean(0)
 
 
-def load_teacher(path: str | Path, device: torch.device, mirror_average: bool = True) -> Teacher:
+def load_teacher(path: str | Path, device: torch.device, threads: int, mirror_average: bool = True) -> Teacher:
     """A teacher from a file: .onnx runs in onnxruntime, anything else is a zoo checkpoint."""
     p = Path(path)
     if p.suffix == ".onnx":
-        return OnnxTeacher(p)
+        return OnnxTeacher(p, threads)
     return TorchTeacher(load_network(p), device, mirror_average, name=str(p))
 
 
-def load_teachers(paths: Sequence[str | Path], device: torch.device, mirror_average: bool = True) -> Teacher:
-    """One teacher, or the averaged ensemble of several."""
-    teachers = [load_teacher(p, device, mirror_average) for p in paths]
+def load_teachers(
+    paths: Sequence[str | Path], device: torch.device, threads: int, mirror_average: bool = True
+) -> Teacher:
+    """One teacher, or the averaged ensemble of several (`threads`: onnxruntime's, for graphs)."""
+    teachers = [load_teacher(p, device, threads, mirror_average) for p in paths]
     return teachers[0] if len(teachers) == 1 else EnsembleTeacher(teachers)
 
 

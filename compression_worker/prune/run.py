@@ -144,14 +144,16 @@ def _cached_criterion(teacher: Teacher, teacher_paths: list[Path], cfg: PruneCon
 
 
 def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: OptimConfig, workdir: Path,
-              device: torch.device) -> dict:
-    """Run (or resume) every step; returns and writes workdir/prune.json (and summary.json beside the model)."""
+              device: torch.device, threads: int) -> dict:
+    """Run (or resume) every step; returns and writes workdir/prune.json (and summary.json beside the model);
+    `threads`: onnxruntime's, for graph teachers."""
     workdir.mkdir(parents=True, exist_ok=True)
     source_commit = git_commit()
     unpruned = load_model(model_path)
     splits = load_splits(data)
     teacher_paths = [Path(t) for t in cfg.teachers] or [model_path]
-    teacher: Teacher = load_teachers(cfg.teachers, device) if cfg.teachers else TorchTeacher(unpruned, device, name=str(model_path))
+    teacher: Teacher = (load_teachers(cfg.teachers, device, threads) if cfg.teachers
+                        else TorchTeacher(unpruned, device, name=str(model_path)))
     if cfg.distill_mode == "consistent":
         criterion = consistent_kd_criterion(teacher, cfg.alpha, cfg.temperature, optim.label_smoothing)
     else:

@@ -66,6 +66,7 @@ class JobContext:
     metrics: WorkerMetrics
     keep_alive: Callable[[], None]
     lineage: LineageStore
+    threads: int  # torch's and onnxruntime's (resolved: 0 already means all cores)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
@@ -208,7 +209,8 @@ class JobRunner:
                     "sha256": stored.sha256, "source": "lineage"}
         cfg = ITSConfig(arch=s.arch, rounds=s.rounds, temperature=s.temperature, alpha=s.alpha,
                         teachers=tuple(Path(t) for t in teachers), mode=s.distill_mode)
-        summary = run_its(cfg, self.data, self._optim(s.round_epochs), self.dir / "distill", self.ctx.device)
+        summary = run_its(cfg, self.data, self._optim(s.round_epochs), self.dir / "distill", self.ctx.device,
+                          self.ctx.threads)
         val_acc = summary["rounds"][-1]["val_acc"]
         artefact = self.ctx.lineage.add(Path(summary["final_model"]), kind="student", arch=s.arch, data=self._identity,
                                         split=split, held_back_accuracy=val_acc, recipe=recipe,
@@ -231,7 +233,8 @@ class JobRunner:
         cfg = PruneConfig(target_macs_reduction=target, local_epochs=s.local_epochs, finetune_epochs=s.finetune_epochs,
                           temperature=s.temperature, alpha=s.alpha, teachers=self._prune_teachers(),
                           distill_mode=s.distill_mode)
-        summary = run_prune(Path(distilled), cfg, self.data, self._optim(1, lr=0.02), self.dir / "prune", self.ctx.device)
+        summary = run_prune(Path(distilled), cfg, self.data, self._optim(1, lr=0.02), self.dir / "prune",
+                            self.ctx.device, self.ctx.threads)
         return {"model": summary["final_model"], "val_acc": summary["steps"][-1]["val_acc"], "target": target}
 
     def _prune_teachers(self) -> tuple[str, ...]:
@@ -260,12 +263,12 @@ class JobRunner:
     def _export(self, pruned: str) -> dict:
         eval_data = Path(self.spec.test_data or self.spec.data)
         onnx_path = self.dir / f"ean-job-{self.spec.job_id}.onnx"
-        export_checkpoint(Path(pruned), onnx_path, eval_data, parity_faces=256, threads=torch.get_num_threads())
+        export_checkpoint(Path(pruned), onnx_path, eval_data, parity_faces=256, threads=self.ctx.threads)
         if not self.spec.quantize:
             return {"onnx": str(onnx_path), "float_onnx": str(onnx_path)}
         int8_path = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
-        quantize_model(onnx_path, int8_path, self._splits.train, 700, eval_data, torch.get_num_threads())
-        scores = {p: _scores(OnnxFaceClassifier(p, intra_op_threads=torch.get_num_threads()), self._splits.val)
+        quantize_model(onnx_path, int8_path, self._splits.train, 700, eval_data, self.ctx.threads)
+        scores = {p: _scores(OnnxFaceClassifier(p, intra_op_threads=self.ctx.threads), self._splits.val)
                   for p in (onnx_path, int8_path)}
         float_acc, int8_acc = scores[onnx_path]["accuracy"], scores[int8_path]["accuracy"]
         kept = int8_path if int8_acc >= float_acc - self.spec.int8_tolerance else onnx_path

@@ -18,7 +18,7 @@ class WorkerServiceSettings(RegistryAccess, EnvSettings):
     consumer: str = socket.gethostname()  # this worker's name in the job stream's consumer group
     signing_key: Path | None = None  # Ed25519 private key that signs every published manifest
     metrics_port: int = 9200  # Prometheus /metrics port (0: no endpoint)
-    threads: int = 0  # torch threads for training (0: all cores)
+    threads: int = 0  # torch and onnxruntime threads of a job (0: all cores)
     device: str = "auto"  # cpu, cuda or auto (cuda when the node has a GPU and torch was built for it)
     claim_idle_s: float = 600.0  # take over a job another worker left silent this long
     lineage_dir: Path | None = None  # teachers and float students kept by sha256 (unset: lineage/ beside work_dir)

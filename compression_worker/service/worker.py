@@ -94,7 +94,7 @@ class Worker:
             profile = registry.stored_profile() or self.settings.default_profile()
             ctx = JobContext(spec, self.settings.work_dir / spec.job_id, registry, self.signer, self.settings.gate(profile),
                              self.status, self.metrics, lambda: self.queue.keep_alive(delivery), self.lineage,
-                             select_device(self.settings.device))
+                             self.settings.threads, select_device(self.settings.device))
             outcome = JobRunner(ctx).run()
         except (JobError, DatasetError, ValueError, FileNotFoundError) as exc:  # LineageError, ProfileError too
             self.status.update(spec.job_id, state="failed", error=str(exc))

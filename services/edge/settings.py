@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgefer.env_settings import EnvSettings
+from edgefer.env_settings import EnvSettings, resolve_threads
 from edgefer.registry.connection import RegistryAccess
 
 
@@ -18,7 +17,7 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     metrics_port: int = 9100  # Prometheus /metrics port (0: no endpoint)
     model_path: Path = Path("models/ean-pruned.onnx")  # served without a registry, or until the registry answers
     model_version: str = ""  # the version name model_path is served under (unset: the file's stem)
-    intra_op_threads: int = os.cpu_count() or 1  # the node's cores for onnxruntime and detection
+    intra_op_threads: int = 0  # the node's cores for onnxruntime and detection (0: all cores, as everywhere)
     workers: int = 1  # serving processes sharing the port (services/edge/replicas.py); 2 on a 2-core board serves 25% more
     replica_report_seconds: float = 1.0  # how often each extra process sends its metrics to the main one
     max_message_bytes: int = 4 * 1024 * 1024  # largest request or frame accepted
@@ -48,7 +47,8 @@ class EdgeSettings(RegistryAccess, EnvSettings):
     max_model_bytes: int = 64 * 1024 * 1024  # registry versions larger than this are refused before download
 
     def __post_init__(self) -> None:
-        for name in ("workers", "batch_concurrency", "intra_op_threads", "max_streams"):
+        object.__setattr__(self, "intra_op_threads", resolve_threads("intra_op_threads", self.intra_op_threads))
+        for name in ("workers", "batch_concurrency", "max_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"setting {name} must be at least 1, got {getattr(self, name)}")
         if self.max_connection_frame_bytes < self.max_message_bytes:
