@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import dataclass, fields
 
 import redis
 from tqdm import tqdm
 
 from edgefer.env_settings import EnvSettings
+from edgefer.jobs.client import follow_job, submit_job
 from edgefer.jobs.lineage import LineageIndex, format_lineage
-from edgefer.jobs.queue import JobQueue
 from edgefer.jobs.spec import JobError, JobSpec
-from edgefer.jobs.status import ENDED, JobStatusStore
+from edgefer.jobs.status import JobStatusStore
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
 from edgefer.settings_fields import add_dataclass_arguments
 
@@ -41,20 +40,19 @@ def _setting(text: str) -> tuple[str, object]:
         return key, value
 
 
-def follow(status: JobStatusStore, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None) -> dict:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+def follow_with_bar(status: JobStatusStore, job_id: str) -> dict:
+    """follow_job with a progress bar: stage, share done and the last validation accuracy."""
     with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}") as bar:
-        while True:
-            record = status.get(job_id) or {}
+
+        def show(record: dict) -> None:
             bar.n = record.get("percent", 0.0)
             bar.set_description(f"{job_id} {record.get('stage', record.get('state', 'queued'))}")
             last = record.get("last_epoch") or {}
             if "val_acc" in last:
                 bar.set_postfix_str(f"epoch {record.get('epoch')}/{record.get('epochs')} val {100 * last['val_acc']:.1f}%")
             bar.refresh()
-            if record.get("state") in ENDED or (deadline and time.monotonic() > deadline):
-                return record
-            time.sleep(poll_s)
+
+        return follow_job(status, job_id, show)
 
 
 def describe(job_id: str, record: dict) -> str:
@@ -105,12 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "submit":
             given = {f.name: getattr(args, f.name) for f in fields(JobSpec) if hasattr(args, f.name)}
             spec = JobSpec.parse(json.dumps({**given, **dict(args.set)}))
-            if status.get(spec.job_id) is None:  # a resubmitted job keeps its record (and publishes once)
-                status.update(spec.job_id, state="queued", spec=spec.to_json())
-            JobQueue(client, settings.fleet, "submitter").submit(spec.to_json())
+            submit_job(client, spec, settings.fleet)
             print(f"submitted job {spec.job_id}")
             if args.follow:
-                record = follow(status, spec.job_id)
+                record = follow_with_bar(status, spec.job_id)
                 print(describe(spec.job_id, record))
                 return 0 if record.get("state") == "published" else 1
         elif args.command == "status":

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from itertools import takewhile
 from pathlib import Path
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from edgefer.datasets import load_faces
-from edgefer.jobs.queue import JobQueue
-from edgefer.jobs.status import ENDED, JobStatusStore
+from edgefer.jobs.client import follow_job, submit_job
+from edgefer.jobs.spec import JobSpec
+from edgefer.jobs.status import JobStatusStore
 from edgefer.localfleet.edge_nodes import EdgeNodeProcess
 from edgefer.localfleet.ports import free_port
 from edgefer.localfleet.redis_server import RedisServer
@@ -57,18 +59,17 @@ def training_data(folder: Path, short: bool) -> tuple[Path, str]:
     return path, "700 drawn sample faces (no ../shared needed)"
 
 
-def follow_job(status: JobStatusStore, job_id: str, timeout_s: float) -> dict:
-    last_stage, deadline = None, time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = status.get(job_id) or {}
+def print_stages() -> Callable[[dict], None]:
+    """A follow_job callback that prints each stage of the worker's job once, as it starts."""
+    seen: set[str] = set()
+
+    def show(record: dict) -> None:
         stage = record.get("stage")
-        if stage and stage != last_stage:
+        if stage and stage not in seen:
+            seen.add(stage)
             print(f"  worker: stage {stage} ({record.get('percent', 0):.0f}%)", flush=True)
-            last_stage = stage
-        if record.get("state") in ENDED:
-            return record
-        time.sleep(0.3)
-    return {"state": "timeout"}
+
+    return show
 
 
 def wait_serving(nodes: list[EdgeNodeProcess], version: str, timeout_s: float) -> dict[str, float]:
@@ -139,9 +140,9 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     data, described = training_data(work, args.short)
     job = {"data": str(data), "job_id": "demo", "arch": "ean-xs", "teacher_epochs": 2, "rounds": 1, "round_epochs": 1,
            "local_epochs": 1, "finetune_epochs": 1, "prune_target": 0.5, "quantize": True}
-    JobQueue(registry.client, consumer="demo").submit(json.dumps(job))
+    submit_job(registry.client, JobSpec.parse(json.dumps(job)), submitter="demo")
     print(f"job submitted to the worker: teacher -> ITS -> prune -> INT8 -> gate -> publish, on {described}", flush=True)
-    record = follow_job(JobStatusStore(registry.client), "demo", args.job_timeout)
+    record = follow_job(JobStatusStore(registry.client), "demo", print_stages(), poll_s=0.3, timeout_s=args.job_timeout)
     if record.get("state") != "published":
         stop.set()
         print(f"the job ended {record.get('state')}: {record.get('error') or record.get('gate')}", file=sys.stderr)
