@@ -21,13 +21,13 @@ from compression_worker.lineage_store import LineageStore
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.service.worker import Worker
 from compression_worker.training.run import DataConfig
+from edgefer.cli.registry import read_model
 from edgefer.jobs.lineage import LineageIndex
 from edgefer.jobs.queue import JobQueue
 from edgefer.jobs.spec import JobSpec
 from edgefer.jobs.status import ENDED
 from edgefer.localfleet.ports import free_port
 from edgefer.localfleet.redis_server import RedisServer
-from edgefer.registry.cli import read_model
 from edgefer.registry.profile import FleetProfile
 from edgefer.registry.signing import generate_keypair
 from edgefer.registry.store import ModelRegistry

@@ -14,7 +14,13 @@ import os
 from dataclasses import fields
 from typing import Self
 
-from edgefer.settings_fields import add_dataclass_arguments, dataclass_from_namespace, env_name, parse_value, setting_docs
+from edgefer.settings_fields import (
+    add_dataclass_arguments,
+    dataclass_from_namespace,
+    env_name,
+    parse_value,
+    setting_docs,
+)
 
 __all__ = ["EnvSettings", "env_name", "resolve_threads", "setting_docs"]
 

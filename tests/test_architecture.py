@@ -13,8 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def imported_packages(folder: str) -> dict[str, set[str]]:
-    """Top-level package of every import (module level or inside functions) in each file under `folder`."""
+def imported_modules(folder: str) -> dict[str, set[str]]:
+    """Every module imported (at module level or inside functions) by each file under `folder`."""
     found: dict[str, set[str]] = {}
     for path in sorted((REPO / folder).rglob("*.py")):
         if "v1" in path.relative_to(REPO).parts:  # generated stubs
@@ -22,9 +22,9 @@ def imported_packages(folder: str) -> dict[str, set[str]]:
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
+                names.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+                names.add(node.module)
         found[str(path.relative_to(REPO))] = names
     return found
 
@@ -34,8 +34,22 @@ def imported_packages(folder: str) -> dict[str, set[str]]:
     ("services", {"compression_worker", "torch"}),
 ])
 def test_no_import_crosses_a_boundary(folder: str, forbidden: set[str]) -> None:
-    crossing = {path: sorted(names & forbidden) for path, names in imported_packages(folder).items() if names & forbidden}
+    packages = {path: {name.split(".")[0] for name in names} for path, names in imported_modules(folder).items()}
+    crossing = {path: sorted(names & forbidden) for path, names in packages.items() if names & forbidden}
     assert not crossing, crossing
+
+
+def test_the_protocol_never_imports_the_applications_built_on_it() -> None:
+    """edgefer/cli/ (the operator commands) imports the protocol packages, never the other way round; and the
+    registry, the lowest of them, imports neither rollouts nor jobs."""
+    upward = {}
+    for path, names in imported_modules("edgefer").items():
+        banned = ("edgefer.cli",) if not path.startswith("edgefer/cli/") else ()
+        if path.startswith("edgefer/registry/"):
+            banned += ("edgefer.rollouts", "edgefer.jobs")
+        if hits := sorted(n for n in names if n.startswith(banned)) if banned else []:
+            upward[path] = hits
+    assert not upward, upward
 
 
 def test_every_edge_node_module_imports_without_torch() -> None:

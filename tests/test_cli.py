@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from compression_worker.cli import main as worker_main
-from edgefer.classify_cli import main as classify_main
+from edgefer.cli.classify import main as classify_main
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_edge_path_runs_without_torch(exported: Path, toy_npz: Path) -> None:
     """The edge runtime must never import torch: run the classifier with torch made unimportable."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from edgefer.classify_cli import main\n"
+        "from edgefer.cli.classify import main\n"
         f"sys.exit(main(['--model', {str(exported)!r}, '--data', {str(toy_npz)!r}, '--show', '1']))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)

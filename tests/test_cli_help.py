@@ -10,11 +10,11 @@ import pytest
 
 from compression_worker.cli import build_parser as worker_parser
 from compression_worker.service.settings import WorkerServiceSettings
-from edgefer.classify_cli import build_parser as classify_parser
+from edgefer.cli.classify import build_parser as classify_parser
+from edgefer.cli.jobs import build_parser as jobs_parser
+from edgefer.cli.registry import RegistryCliSettings
+from edgefer.cli.registry import build_parser as registry_parser
 from edgefer.env_settings import EnvSettings, env_name, setting_docs
-from edgefer.jobs.cli import build_parser as jobs_parser
-from edgefer.registry.cli import RegistryCliSettings
-from edgefer.registry.cli import build_parser as registry_parser
 from services.client.main import build_parser as client_parser
 from services.demo.main import build_parser as demo_parser
 from services.edge.settings import EdgeSettings

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest, start
 from compression_worker.service.fleet_metrics import FleetCollector
 from compression_worker.service.metrics import WorkerMetrics
 from compression_worker.service.settings import WorkerServiceSettings
+from edgefer.cli.registry import RegistryCliSettings
 from edgefer.jobs.queue import JobQueue
 from edgefer.localfleet.ports import free_port
-from edgefer.registry.cli import RegistryCliSettings
 from edgefer.registry.connection import RegistryAccess, connect, connect_for_scrapes
 from edgefer.registry.store import ModelRegistry
 from edgefer.rollouts.store import RolloutStore

@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
+from edgefer.cli.registry import main as registry_cli
 from edgefer.localfleet.edge_nodes import EdgeNodeProcess
-from edgefer.registry.cli import main as registry_cli
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.registry.signing import ManifestSigner

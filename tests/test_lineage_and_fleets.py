@@ -15,10 +15,10 @@ from compression_worker.service.gate import GateConfig, decide
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.service.worker import Worker
 from compression_worker.training.run import DataConfig, load_splits
-from edgefer.jobs.cli import main as jobs_cli
+from edgefer.cli.jobs import main as jobs_cli
+from edgefer.cli.registry import main as registry_cli
 from edgefer.jobs.lineage import Artefact, LineageError, LineageIndex
 from edgefer.labels import CLASSES
-from edgefer.registry.cli import main as registry_cli
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.profile import FleetProfile
 from edgefer.registry.store import ModelRegistry

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefer.registry.cli import main as registry_cli
+from edgefer.cli.registry import main as registry_cli
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.desired import Canary, DesiredRecord, node_bucket
 from edgefer.registry.manifest import EXPECTED_INPUT, ManifestError, new_manifest

@@ -17,9 +17,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from edgefer.cli.registry import main as registry_cli
 from edgefer.localfleet.face_stream import FaceStream
 from edgefer.localfleet.slowed_model import slowed
-from edgefer.registry.cli import main as registry_cli
 from edgefer.registry.manifest import EXPECTED_INPUT
 from edgefer.rollouts.analysis import Window, analyse, js_divergence, quantile
 from edgefer.rollouts.controller import RolloutController
@@ -288,7 +288,7 @@ def test_a_job_hands_its_version_to_the_controller_and_ends_with_the_rollouts_ou
                                                                                       tmp_path, toy_npz) -> None:
     from compression_worker.service.settings import WorkerServiceSettings
     from compression_worker.service.worker import Worker
-    from edgefer.jobs.cli import main as jobs_cli
+    from edgefer.cli.jobs import main as jobs_cli
 
     registry, _, nodes, _ = fleet
     stable = registry.desired().version

@@ -19,7 +19,7 @@ from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.settings import WorkerSettings
 from compression_worker.training.run import DataConfig
 from compression_worker.training.trainer import OptimConfig
-from edgefer.jobs.cli import build_parser as jobs_parser
+from edgefer.cli.jobs import build_parser as jobs_parser
 from edgefer.jobs.spec import JobError, JobSpec
 from edgefer.settings_fields import add_dataclass_arguments, dataclass_from_namespace, option, setting_docs
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefer.registry.cli import main as registry_cli
+from edgefer.cli.registry import main as registry_cli
 from edgefer.registry.connection import RegistryAccess, connect
 from edgefer.registry.manifest import EXPECTED_INPUT, new_manifest
 from edgefer.registry.signing import ManifestSigner, ManifestVerifier, TrustedKey, generate_keypair

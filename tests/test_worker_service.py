@@ -15,7 +15,7 @@ import pytest
 
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.service.worker import Worker
-from edgefer.jobs.cli import main as jobs_cli
+from edgefer.cli.jobs import main as jobs_cli
 from edgefer.jobs.queue import JobQueue
 from edgefer.jobs.status import JobStatusStore
 from edgefer.registry.connection import RegistryAccess, connect

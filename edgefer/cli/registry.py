@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from edgefer.cli.rollouts import add_rollout_commands, describe_rollout, run_rollout
 from edgefer.env_settings import EnvSettings
 from edgefer.onnx_model import ModelFileError, OnnxFaceClassifier
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
@@ -28,7 +29,6 @@ from edgefer.registry.signing import KeyFileError, ManifestSigner, generate_keyp
 from edgefer.registry.status import fleet_converged
 from edgefer.registry.store import ModelRegistry, RegistryError
 from edgefer.registry.version import version_label
-from edgefer.rollouts.cli import add_rollout_commands, describe_rollout, run_rollout
 from edgefer.rollouts.spec import RolloutSpecError
 from edgefer.rollouts.store import RolloutError, RolloutStore
 from edgefer.settings_fields import add_dataclass_arguments
