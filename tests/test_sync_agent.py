@@ -256,6 +256,7 @@ def test_a_node_whose_disk_refuses_serves_new_versions_from_memory_and_says_so(f
     first = publish_good(registry, signer)
     node, agent = start_node("node-d")
     assert wait_for(lambda: serving(node) == str(first))
+    assert node.holder.current().epoch == registry.current_epoch() != ""  # number and epoch name the bytes
     cache_dir = tmp_path / "node-d"
     shutil.rmtree(cache_dir)
     cache_dir.write_bytes(b"")  # every cache write now fails (as on a full or read-only SD card)

@@ -30,6 +30,7 @@ class LoadedModel:
     classifier: OnnxFaceClassifier
     loaded_at: str
     data: bytes = field(repr=False)  # the ONNX bytes: what a node's other serving processes load
+    epoch: str = ""  # the registry epoch of its manifest ("" for a bootstrap file): number + epoch name the bytes
 
 
 def load_onnx_model(data: bytes, version: VersionLabel, threads: int) -> LoadedModel:

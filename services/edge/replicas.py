@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -81,8 +81,8 @@ def _apply(node: RunningServer, settings: EdgeSettings, command: Command) -> str
     """Carry out one change; returns why it failed, or None."""
     try:
         match command:
-            case ("swap", data, version):
-                node.swap(load_onnx_model(data, version, settings.session_threads))
+            case ("swap", data, version, epoch):
+                node.swap(replace(load_onnx_model(data, version, settings.session_threads), epoch=epoch))
             case ("rollback",):
                 node.rollback()
             case ("serving", serving):
@@ -149,7 +149,7 @@ class ReplicaSet:
         return [*self._retired, *self._snapshots.values()]
 
     def swap(self, model: LoadedModel) -> None:
-        self._broadcast(("swap", model.data, model.version))
+        self._broadcast(("swap", model.data, model.version, model.epoch))
 
     def rollback(self) -> None:
         self._broadcast(("rollback",))
@@ -238,7 +238,8 @@ class ReplicaSet:
                 self._retired.append(without_gauges(last))
             replica = self._spawn(index)
             catch_up: list[Command] = [
-                ("swap", model.data, model.version) for model in (self._holder.previous(), self._holder.current()) if model
+                ("swap", model.data, model.version, model.epoch)
+                for model in (self._holder.previous(), self._holder.current()) if model
             ]
             catch_up.append(("serving", self._serving()))  # last: a swap sets SERVING in the replica
             self._replicas[index] = replica  # if it fails to come up, its watcher (this thread) starts it again

@@ -113,7 +113,8 @@ class SyncAgent:
             return False
         manifest, blob = cached
         try:
-            self.node.swap(self.loader(blob, version_label(manifest.version), self.config.threads))
+            model = self.loader(blob, version_label(manifest.version), self.config.threads)
+            self.node.swap(replace(model, epoch=manifest.epoch))
         except ModelLoadError as exc:
             log.error("cached model not served: %s", exc)
             return False
@@ -245,7 +246,7 @@ class SyncAgent:
             log.error("version %d refused, still serving %s: %s", target, current.version if current else "nothing", exc)
             return
         self._keep_in_cache(manifest, blob)
-        self.node.swap(model)
+        self.node.swap(replace(model, epoch=manifest.epoch))
         self._remember(manifest)
         self._error = None
         self.node.metrics.sync_seconds.observe(time.perf_counter() - started)
@@ -296,14 +297,15 @@ class SyncAgent:
         (republished after data loss) and a number can name new bytes: only the sha256 decides."""
         current, previous = self.node.holder.current(), self.node.holder.previous()
         label = version_label(manifest.version)
+        named = (label, manifest.epoch)
         if current is not None and current.sha256 == manifest.sha256:
-            if current.version != label:
-                self.node.swap(replace(current, version=label))
+            if (current.version, current.epoch) != named:
+                self.node.swap(replace(current, version=label, epoch=manifest.epoch))
         elif previous is not None and previous.sha256 == manifest.sha256:
-            if previous.version == label:
+            if (previous.version, previous.epoch) == named:
                 self.node.rollback()
             else:
-                self.node.swap(replace(previous, version=label))
+                self.node.swap(replace(previous, version=label, epoch=manifest.epoch))
             log.info("serving version %d again from the model kept loaded (sha256 %s)", manifest.version,
                      manifest.sha256[:12])
         else:
