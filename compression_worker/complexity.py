@@ -36,8 +36,9 @@ def onnx_complexity(path: str | Path) -> GraphComplexity:
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes = {vi.name: _dims(vi) for vi in [*inferred.graph.value_info, *inferred.graph.output]}
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    # An INT8 (QDQ) graph feeds Conv from DequantizeLinear(int8 weight, scale, zero point): look through it.
-    dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    # An INT8 (QDQ) graph feeds Conv from DequantizeLinear(int8 weight, scale, zero point), a graph with fp16-stored
+    # weights from Cast(fp16 weight) (compression_worker/onnx_fp16.py): look through both.
+    dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type in ("DequantizeLinear", "Cast")}
     quant_params = {name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for name in n.input[1:]}
     weights = {**weights, **{out: weights[src] for out, src in dequantized.items() if src in weights}}
     macs = 0

@@ -15,7 +15,7 @@ from compression_worker.model.ean import count_parameters
 from compression_worker.model_card import ModelCard, build_card
 from compression_worker.onnx_fp16 import MIN_AGREEMENT, prediction_agreement, store_weights_fp16
 from compression_worker.quantize import calibration_faces, quantize_int8
-from compression_worker.training.checkpoint import load_model
+from compression_worker.training.checkpoint import load_network
 from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces, data_sha256, load_faces
 from edgefer.onnx_model import OnnxFaceClassifier
@@ -34,7 +34,7 @@ def export_checkpoint(
     """Export, prove parity on real faces (the file is removed when it fails), evaluate, write the card. With
     `fp16_weights` (teachers that ship in the repository) the weights are then stored as fp16, and the graph must
     predict what the fp32 one did on the parity faces."""
-    model = load_model(checkpoint)
+    model = load_network(checkpoint)  # an EAN, or a dense teacher (same graph contract)
     summary_path = checkpoint.parent / "summary.json"
     training = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     training.pop("test", None)

@@ -79,6 +79,7 @@ def test_fp16_weights_halve_a_dense_teacher_and_keep_its_predictions(tmp_path: P
     half = tmp_path / "teacher-fp16.onnx"
     assert store_weights_fp16(full, half) > 0
     assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert onnx_complexity(half).macs == onnx_complexity(full).macs > 0  # the card counts through the Casts
     faces, _ = synthetic_faces(64)
     assert prediction_agreement(full, half, faces, threads=1) >= 0.95
     logits = OnnxFaceClassifier(half).logits(faces)
