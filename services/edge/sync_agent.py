@@ -45,6 +45,16 @@ ModelLoader = Callable[[bytes, str, int], LoadedModel]
 TRANSIENT_REASONS = frozenset({"missing", "key"})
 
 
+@dataclass(frozen=True)
+class SyncFault:
+    """What the node's status record reports as its last error: the message, the version it was about, and its
+    cause (a sync_failures reason: the refusing check, "record", "error"), which decides how the node reacts."""
+
+    message: str
+    version: int | None
+    reason: str
+
+
 class VersionRefused(Exception):
     """A registry version this node will not serve; `reason` is the check that failed (a metric label)."""
 
@@ -89,7 +99,7 @@ class SyncAgent:
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
         self._refused: dict[int, tuple[str, int]] = {}  # version -> (sha256 of the refused manifest, desired revision)
         self._served: dict[str, Manifest] = {}  # sha256 -> manifest of the models held (current and previous)
-        self._error: tuple[str, int | None] | None = None
+        self._error: SyncFault | None = None
         self._local_error = ""  # the node's own fault (its cache cannot be written): no version is refused for it
         self._logged_cause = ""  # the failure cause last logged: a cause is logged when it starts, not at every try
         self._started = time.time()
@@ -151,7 +161,7 @@ class SyncAgent:
                 self._stop.wait(delay)
             except Exception as exc:  # noqa: BLE001 - a bug must not end the node's sync for good
                 self.node.metrics.sync_failures.labels("error").inc()
-                self._error = (f"sync failed: {exc}", None)
+                self._error = SyncFault(f"sync failed: {exc}", None, "error")
                 delay = self._backoff.next_delay()
                 if self._log_cause(f"error {exc}", f"sync failed ({exc}); retrying, still serving"):
                     log.exception("the failure")
@@ -192,7 +202,7 @@ class SyncAgent:
             pubsub.close()
 
     def _waiting_for_key(self) -> bool:
-        return self._error is not None and self._error[0].startswith("cannot verify version")
+        return self._error is not None and self._error.reason == "key"
 
     def _reconnect_cap(self) -> float:
         """A larger fleet waits longer between tries, so a restarted Redis sees at most about
@@ -210,12 +220,12 @@ class SyncAgent:
         try:
             desired, epoch = self.registry.desired_state()
         except DesiredRecordError as exc:
-            if self._error is None or not self._error[0].startswith("desired record unreadable"):
+            if self._error is None or self._error.reason != "record":
                 self.node.metrics.sync_failures.labels("record").inc()
                 log.error("desired record unreadable, still serving: %s", exc)
-            self._error = (f"desired record unreadable: {exc}", None)
+            self._error = SyncFault(f"desired record unreadable: {exc}", None, "record")
         else:
-            if self._error is not None and self._error[0].startswith("desired record unreadable"):
+            if self._error is not None and self._error.reason == "record":
                 self._error = None
             if desired is not None:
                 self._converge(desired.target_for(self.config.node_id), desired.revision, epoch)
@@ -240,7 +250,7 @@ class SyncAgent:
         except VersionRefused as exc:
             if exc.reason not in TRANSIENT_REASONS:
                 self._refused[target] = (fingerprint, revision)
-            self._error = (str(exc), target)
+            self._error = SyncFault(str(exc), target, exc.reason)
             self.node.metrics.sync_failures.labels(exc.reason).inc()
             current = self.node.holder.current()
             log.error("version %d refused, still serving %s: %s", target, current.version if current else "nothing", exc)
@@ -258,12 +268,11 @@ class SyncAgent:
         read-only, a file size limit) is the node's own fault, not the version's: the verified model is served
         from memory all the same, and the fault is reported once (reason "disk") until a write succeeds."""
         try:
-            if blob is None and self.cache.select(manifest):
-                pass
-            elif (blob := blob if blob is not None else self._fetch_again(manifest)) is not None:
+            if blob is not None or not self.cache.select(manifest):
+                blob = blob if blob is not None else self._fetch_again(manifest)
+                if blob is None:
+                    return  # the registry did not give the bytes back: tried again at the next reconcile
                 self.cache.store(manifest, blob)
-            else:
-                return  # the registry did not give the bytes back: tried again at the next reconcile
         except OSError as exc:
             fault = (f"model cache not written ({exc.strerror or exc}): version {manifest.version} is served from "
                      f"memory; a restart without the registry would serve an older cached model")
@@ -317,7 +326,7 @@ class SyncAgent:
         return True
 
     def _remember(self, manifest: Manifest) -> None:
-        """Keep the manifests of the models held, so status can name their epoch."""
+        """Keep the manifests of the models held: relabels are noticed and a repaired cache written from them."""
         self._served[manifest.sha256] = manifest
         held = {m.sha256 for m in (self.node.holder.current(), self.node.holder.previous()) if m is not None}
         self._served = {sha: m for sha, m in self._served.items() if sha in held}
@@ -365,15 +374,15 @@ class SyncAgent:
 
     def _report(self) -> None:
         current = self.node.holder.current()
-        error, error_version = self._error or ("", None)
+        error = self._error or SyncFault("", None, "")
         field_stats, traffic = self.field_stats() if self.field_stats else ({}, {})
         status = NodeStatus(
             node_id=self.config.node_id,
             version=current.version if current else None,
             sha256=current.sha256 if current else "",
-            epoch=held.epoch if current and (held := self._served.get(current.sha256)) else "",
-            last_error=error,
-            error_version=error_version,
+            epoch=current.epoch if current else "",
+            last_error=error.message,
+            error_version=error.version,
             local_error=self._local_error,
             heartbeat=time.time(),
             started=self._started,
