@@ -33,7 +33,7 @@ class Teacher(Protocol):
 
 class TorchTeacher:
     """A PyTorch network in eval mode; mirror averaging makes its targets as good as its shipped graph's.
-    `precision` auto runs a dense teacher under bf16 autocast on a GPU or a bf16 CPU (4x its fp32 speed on AMX)."""
+    `precision` auto runs a dense teacher under bf16 autocast on a GPU or a bf16 CPU (2.2-4x its fp32 speed)."""
 
     def __init__(
         self,

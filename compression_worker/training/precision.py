@@ -1,9 +1,9 @@
 """Which arithmetic a network trains and teaches in: bf16 autocast where the hardware runs it fast, else fp32.
 
 On a GPU bf16 autocast has always been the default. On a CPU it pays only with native bf16 units (Intel AMX
-or AVX512-BF16, used by oneDNN): measured on this project's Xeons, dense teachers train 3-5x faster under it
-with the same loss curve, while depthwise EAN students are slower (0.6-0.7x), so `auto` keeps EANs in fp32
-on a CPU (docs/BENCHMARKS.md, "bf16 on the CPU").
+or AVX512-BF16, used by oneDNN): dense teachers train 3-5x faster under it on Intel AMX (issue #26) and 2x on
+the AVX512-BF16 EPYC of session 9, while depthwise EAN students are slower (0.6-0.7x), so `auto` keeps EANs in
+fp32 on a CPU (docs/BENCHMARKS.md section 12).
 """
 
 from __future__ import annotations
