@@ -63,6 +63,9 @@ def _add_threads(p: argparse.ArgumentParser, settings: WorkerSettings) -> None:
 def _add_train(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
     p = sub.add_parser("train", help="train an EAN (or a teacher of the zoo) on hard labels")
     _add_training_flags(p, settings, "train")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this model file's weights (same architecture) with a fresh optimiser and "
+                        "schedule: a warm restart that continues a finished run")
     p.set_defaults(func=_run_train)
 
 
@@ -70,7 +73,7 @@ def _run_train(args: argparse.Namespace) -> None:
     from compression_worker.training.run import train_model
 
     data, optim, device = _training_setup(args)
-    train_model(args.arch, data, optim, args.workdir, device)
+    train_model(args.arch, data, optim, args.workdir, device, init_from=args.init_from)
 
 
 def _add_distill(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:

@@ -44,6 +44,15 @@ def test_classify_prints_predictions(exported: Path, toy_npz: Path, capsys) -> N
     assert "faces/s" in capsys.readouterr().out
 
 
+def test_train_continues_from_a_finished_model(exported: Path, toy_npz: Path, tmp_path: Path) -> None:
+    """A warm restart starts from the model's weights (its first epoch already knows the faces) and says so."""
+    model = exported.parent / "t" / "model.pt"
+    assert worker_main(["train", "--data", str(toy_npz), "--arch", "ean-s", "--epochs", "1", "--init-from", str(model),
+                        "--workdir", str(tmp_path / "w"), "--threads", "2"]) == 0
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert summary["init_from"] == str(model)
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -51,11 +60,14 @@ def test_classify_prints_predictions(exported: Path, toy_npz: Path, capsys) -> N
         (["evaluate", "--model", "{tmp}/absent.onnx"], "absent.onnx: no such model file"),
         (["evaluate", "--model", "{tmp}/junk.onnx", "--data", "{toy}"], "junk.onnx: onnxruntime cannot load it"),
         (["export", "--checkpoint", "{tmp}/junk.onnx", "--output", "{tmp}/o.onnx"], "junk.onnx: not a readable"),
+        (["train", "--data", "{toy}", "--arch", "ean-m", "--init-from", "{model}"], "its architecture is ean-s, but --arch is ean-m"),
     ],
 )
-def test_bad_input_gives_one_clear_line(tmp_path: Path, toy_npz: Path, capsys, argv: list[str], message: str) -> None:
+def test_bad_input_gives_one_clear_line(
+    tmp_path: Path, toy_npz: Path, exported: Path, capsys, argv: list[str], message: str
+) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"definitely not onnx")
-    args = [a.format(tmp=tmp_path, toy=toy_npz) for a in argv]
+    args = [a.format(tmp=tmp_path, toy=toy_npz, model=exported.parent / "t" / "model.pt") for a in argv]
     assert worker_main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

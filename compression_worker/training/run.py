@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from compression_worker.model.ean import count_parameters
-from compression_worker.model.zoo import build_model
+from compression_worker.model.zoo import arch_of, build_model
 from compression_worker.provenance import git_commit, invocation
 from compression_worker.training.checkpoint import load_network, save_model
 from compression_worker.training.precision import describe_precision
@@ -96,13 +96,28 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def initial_weights(arch: str, init_from: Path) -> nn.Module:
+    """The network a warm restart starts from; it must have the architecture asked for, or the split and
+    schedule recorded in the summary would describe another model."""
+    model = load_network(init_from)
+    if arch_of(model) != arch:
+        raise ValueError(f"{init_from}: its architecture is {arch_of(model)}, but --arch is {arch}")
+    return model
+
+
 def train_model(
-    arch: str, data: DataConfig, optim: OptimConfig, workdir: Path, device: torch.device
+    arch: str,
+    data: DataConfig,
+    optim: OptimConfig,
+    workdir: Path,
+    device: torch.device,
+    init_from: Path | None = None,
 ) -> dict:
-    """Train, keep the best-on-validation weights as workdir/model.pt, and write workdir/summary.json."""
+    """Train, keep the best-on-validation weights as workdir/model.pt, and write workdir/summary.json.
+    With `init_from`, the run continues from that model's weights (a warm restart of a finished schedule)."""
     source_commit = git_commit()  # taken before training: the tree may change while it runs
     torch.manual_seed(optim.seed)
-    model = build_model(arch)
+    model = initial_weights(arch, init_from) if init_from is not None else build_model(arch)
     splits = load_splits(data)
     print(f"{arch}: {count_parameters(model):,} parameters; train {len(splits.train)}, val {len(splits.val)} faces", flush=True)
     trainer = Trainer(model, optim, workdir, device)
@@ -126,6 +141,7 @@ def train_model(
         "data_identity": data.identity(),  # with `split`: which held-back faces it never saw (the lineage's key)
         "split": data.split_rule(),
         "optim": optim.to_dict(),
+        "init_from": str(init_from) if init_from is not None else None,
     }
     flip_logits = predict_logits(best.to(device), splits.val.x, device, hflip_average=True)
     summary["best_val_acc_hflip"] = float(np.mean(flip_logits.argmax(1) == splits.val.y))
