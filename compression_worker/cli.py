@@ -27,7 +27,7 @@ def _add_training_flags(p: argparse.ArgumentParser, settings: WorkerSettings, wo
     from compression_worker.training.trainer import OptimConfig
 
     add_dataclass_arguments(p, DataConfig, defaults={"train_path": settings.train_data, "split_seed": None})
-    add_dataclass_arguments(p, OptimConfig, defaults=defaults)
+    add_dataclass_arguments(p, OptimConfig, defaults=defaults, section="optim")
     p.add_argument("--arch", default="ean-s", choices=ARCHITECTURES,
                    help="an EAN preset; train also takes the teachers that never ship (resnet18-fer, vgg13-fer, ...)")
     p.add_argument("--workdir", type=Path, default=settings.runs_dir / workdir,
@@ -49,8 +49,8 @@ def _training_setup(args: argparse.Namespace):
     if args.fresh and args.workdir.exists():
         shutil.rmtree(args.workdir)
     torch.set_num_threads(args.threads)
-    optim = dataclass_from_namespace(OptimConfig, args)
-    split_seed = args.seed if args.split_seed is None else args.split_seed
+    optim = dataclass_from_namespace(OptimConfig, args, "optim")
+    split_seed = optim.seed if args.split_seed is None else args.split_seed
     data = dataclass_from_namespace(DataConfig, args, split_seed=split_seed)
     return data, optim, select_device(args.device)
 
@@ -81,7 +81,7 @@ def _add_distill(sub: argparse._SubParsersAction, settings: WorkerSettings) -> N
 
     p = sub.add_parser("distill", help="iterative teacher-student transfer learning (ITS), resumable per round")
     _add_training_flags(p, settings, "distill", epochs=20)
-    add_dataclass_arguments(p, ITSConfig, exclude=("arch",))
+    add_dataclass_arguments(p, ITSConfig, exclude=("arch",), section="distill")
     p.set_defaults(func=_run_distill)
 
 
@@ -89,7 +89,8 @@ def _run_distill(args: argparse.Namespace) -> None:
     from compression_worker.distill.its import ITSConfig, run_its
 
     data, optim, device = _training_setup(args)
-    run_its(dataclass_from_namespace(ITSConfig, args), data, optim, args.workdir, device, args.threads)
+    cfg = dataclass_from_namespace(ITSConfig, args, "distill", arch=args.arch)
+    run_its(cfg, data, optim, args.workdir, device, args.threads)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
@@ -142,7 +143,7 @@ def _add_prune(sub: argparse._SubParsersAction, settings: WorkerSettings) -> Non
     p = sub.add_parser("prune", help="structured channel pruning with local channel retraining, resumable per step")
     _add_training_flags(p, settings, "prune", epochs=1, lr=0.02)  # per phase: --local-epochs, --finetune-epochs
     p.add_argument("--model", type=Path, required=True, help="the (distilled) model.pt to prune")
-    add_dataclass_arguments(p, PruneConfig)
+    add_dataclass_arguments(p, PruneConfig, section="prune")
     p.set_defaults(func=_run_prune)
 
 
@@ -150,7 +151,8 @@ def _run_prune(args: argparse.Namespace) -> None:
     from compression_worker.prune.run import PruneConfig, run_prune
 
     data, optim, device = _training_setup(args)
-    run_prune(args.model, dataclass_from_namespace(PruneConfig, args), data, optim, args.workdir, device, args.threads)
+    cfg = dataclass_from_namespace(PruneConfig, args, "prune")
+    run_prune(args.model, cfg, data, optim, args.workdir, device, args.threads)
 
 
 def _add_quantize(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:

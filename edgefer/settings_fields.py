@@ -132,6 +132,9 @@ def value_matches(kind: str, value: object) -> bool:
         return "None" in kind
     if _repeated(kind):
         return isinstance(value, list) and all(value_matches(_element(kind), item) for item in value)
+    if kind.startswith("tuple["):
+        return isinstance(value, list) and len(value) == kind.count(",") + 1 and all(
+            value_matches(_element(kind), item) for item in value)
     base = kind.replace(" | None", "").strip()
     if base == "dict":
         return isinstance(value, dict)
@@ -172,49 +175,79 @@ def add_dataclass_arguments(
     exclude: Iterable[str] = (),
     env: bool = False,
     omit_unset: bool = False,
+    section: str = "",
+    dest_root: str = "",
+    base: Any = None,
+    aliases: bool = True,
 ) -> None:
     """One flag per field of `cls` (and of the settings dataclasses it holds).
 
-    `defaults` overrides field defaults (a stage's own epochs, a value read from the environment); `env`
-    names the EDGEFER_* variable in the help; `omit_unset` leaves flags that were not given out of the
+    `defaults` overrides field defaults by field name (a stage's own epochs, a value read from the environment);
+    `env` names the EDGEFER_* variable in the help; `omit_unset` leaves flags that were not given out of the
     namespace (a job submitted with a few settings stays a job with a few settings).
+
+    With a `section` (a recipe part: `optim`, `distill`, ...) the flags are dotted (`--distill.temperature`,
+    `--optim.augment.hflip-prob`), keep their short undotted name as an alias where it is free (`--temperature`,
+    the flag of earlier releases; `aliases=False`: none), and land in the namespace as `dest_root` + the dotted path. `base` is the
+    instance whose values are the defaults (a recipe's preset), else the class's own.
     """
     defaults = dict(defaults or {})
     skip = set(exclude)
     docs = setting_docs(cls)
+    taken = getattr(parser, "_option_string_actions", {})
     for f in fields(cls):
         if f.name in skip:
             continue
+        path = f"{section}.{f.name}" if section else f.name
+        preset = getattr(base, f.name) if base is not None else field_default(f)
         if nested := _nested(cls, f):
-            add_dataclass_arguments(parser, nested, defaults=defaults, exclude=skip, env=env, omit_unset=omit_unset)
+            add_dataclass_arguments(parser, nested, defaults=defaults, exclude=skip, env=env, omit_unset=omit_unset,
+                                    section=path if section else "", dest_root=dest_root, base=preset, aliases=aliases)
             continue
-        kind = _kind(f)
-        default = defaults.get(f.name, field_default(f))
+        default = defaults.get(f.name, preset)
         shown = "unset" if default in ("", None, ()) else default
         suffix = f"; ${env_name(f.name)}" if env else ""
         note = "required" if default is MISSING else f"default: {shown}{suffix}"
-        text = f"{docs.get(f.name, '')} ({note})".replace("%", "%%").lstrip()
-        kwargs: dict[str, Any] = {"dest": f.name, "help": text}
-        if kind != "bool" and "choices" not in f.metadata:
-            kwargs["metavar"] = flag_of(f)[2:].replace("-", "_").upper()
-        if default is MISSING:
-            kwargs["required"] = True
-        else:
-            kwargs["default"] = argparse.SUPPRESS if omit_unset else default
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        if kind == "bool":
-            parser.add_argument(flag_of(f), action=argparse.BooleanOptionalAction, **kwargs)
-        elif _repeated(kind):
-            if not omit_unset and default is not MISSING:
-                kwargs["default"] = None  # argparse appends to a given default; None -> the field's default
-            parser.add_argument(flag_of(f), action="append", type=_converter(f.name, _element(kind)), **kwargs)
-        elif kind.startswith("tuple["):
-            parser.add_argument(
-                flag_of(f), nargs=kind.count(",") + 1, type=_converter(f.name, _element(kind)), **kwargs
-            )
-        else:
-            parser.add_argument(flag_of(f), type=_converter(f.name, kind), **kwargs)
+        flag = flag_of(f)
+        flags = [flag]
+        if section:
+            dotted = f"--{section}.{flag[2:]}"
+            free = aliases and flag not in taken and ("--no-" + flag[2:]) not in taken
+            flags = [dotted] + ([flag] if free else [])
+        add_field_flag(parser, f, flags, dest_root + path, f"{docs.get(f.name, '')} ({note})".lstrip(), default,
+                       omit_unset)
+
+
+def add_field_flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    f: dataclasses.Field,
+    flags: list[str],
+    dest: str,
+    text: str,
+    default: Any,
+    omit_unset: bool = False,
+) -> None:
+    """The flag(s) of one field, typed, checked and repeatable as its annotation says."""
+    kind = _kind(f)
+    kwargs: dict[str, Any] = {"dest": dest, "help": text.replace("%", "%%")}
+    if kind != "bool" and "choices" not in f.metadata:
+        kwargs["metavar"] = flag_of(f)[2:].replace("-", "_").upper()
+    if default is MISSING:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = argparse.SUPPRESS if omit_unset else default
+    if "choices" in f.metadata:
+        kwargs["choices"] = f.metadata["choices"]
+    if kind == "bool":
+        parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+    elif _repeated(kind):
+        if not omit_unset and default is not MISSING:
+            kwargs["default"] = None  # argparse appends to a given default; None -> the field's default
+        parser.add_argument(*flags, action="append", type=_converter(f.name, _element(kind)), **kwargs)
+    elif kind.startswith("tuple["):
+        parser.add_argument(*flags, nargs=kind.count(",") + 1, type=_converter(f.name, _element(kind)), **kwargs)
+    else:
+        parser.add_argument(*flags, type=_converter(f.name, kind), **kwargs)
 
 
 def _converter(name: str, kind: str):
@@ -227,16 +260,18 @@ def _converter(name: str, kind: str):
     return convert
 
 
-def dataclass_from_namespace(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
-    """The settings object the flags of `add_dataclass_arguments` describe (nested settings included)."""
+def dataclass_from_namespace(cls: type[T], args: argparse.Namespace, section: str = "", **overrides: Any) -> T:
+    """The settings object the flags of `add_dataclass_arguments` describe (nested settings included); `section`
+    as given there."""
     values: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
+        dest = f"{section}.{f.name}" if section else f.name
         if f.name in overrides:
             values[f.name] = overrides[f.name]
         elif nested := _nested(cls, f):
-            values[f.name] = dataclass_from_namespace(nested, args)
-        elif hasattr(args, f.name):
-            value = getattr(args, f.name)
+            values[f.name] = dataclass_from_namespace(nested, args, dest if section else "")
+        elif hasattr(args, dest):
+            value = getattr(args, dest)
             kind = _kind(f)
             if _repeated(kind):
                 value = (
@@ -246,3 +281,51 @@ def dataclass_from_namespace(cls: type[T], args: argparse.Namespace, **overrides
                 value = tuple(value)
             values[f.name] = value
     return cls(**values)
+
+
+def _from_json_value(kind: str, value: Any) -> Any:
+    """A JSON value as the field's Python type (lists to tuples, strings to paths)."""
+    if value is None:
+        return None
+    if kind.startswith("tuple["):
+        element = _element(kind)
+        return tuple(Path(v) if element == "Path" else v for v in value)
+    if kind.replace(" | None", "").strip() == "Path":
+        return Path(value)
+    return value
+
+
+def check_json_value(name: str, f: dataclasses.Field, value: object, what: str) -> None:
+    """One JSON value against its field's type and choices; ValueError naming the setting as `name`."""
+    kind = _kind(f)
+    if value is not None and not value_matches(kind, value):
+        raise ValueError(f"{what} setting {name}: {value!r} is not {kind}")
+    if value is not None and "choices" in f.metadata and value not in f.metadata["choices"]:
+        raise ValueError(f"unknown {name} {value!r}; use {' or '.join(f.metadata['choices'])}")
+
+
+def from_json(cls: type[T], data: object, what: str, section: str = "", base: Any = None) -> T:
+    """A settings object from a JSON object that nests like the dataclass (`{"distill": {"rounds": 2}}`); the
+    values it leaves out come from `base` (a preset) or the class defaults. ValueError names the first unknown,
+    mistyped or refused setting by its dotted path."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {section} must be a JSON object" if section else f"{what} must be a JSON object")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(f"{section}.{k}" if section else k for k in set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        f, path = known[name], f"{section}.{name}" if section else name
+        preset = getattr(base, name) if base is not None else field_default(f)
+        if nested := _nested(cls, f):
+            values[name] = from_json(nested, value, what, path, None if preset is MISSING else preset)
+        else:
+            check_json_value(path, f, value, what)
+            values[name] = _from_json_value(_kind(f), value)
+    try:
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    except ValueError as exc:
+        raise ValueError(f"{what} setting {section}: {exc}" if section else str(exc)) from exc
+    except TypeError as exc:  # a required field left out
+        raise ValueError(f"{what}{' ' + section if section else ''}: {exc}") from exc

@@ -13,7 +13,8 @@ from compression_worker.distill.its import ITSConfig, initial_student
 from compression_worker.distill.loss import kd_loss
 from compression_worker.distill.soft_labels import SoftLabelSpec, load_cached, refine, save_cached, teacher_soft_labels
 from compression_worker.distill.teachers import TorchTeacher
-from compression_worker.model.ean import EAN, PRESETS
+from compression_worker.model.ean import EAN
+from edgefer.jobs.architectures import PRESETS
 from tests.conftest import synthetic_faces
 
 

@@ -140,8 +140,8 @@ def test_jobs_reuse_the_best_stored_teacher_and_record_the_lineage(redis_server,
 
 def test_a_fleet_profile_drives_the_prune_target_and_the_gate_and_only_that_fleet_gets_the_model(
         redis_server, signing_keys, tmp_path, toy_npz, capsys) -> None:
-    from compression_worker.model.ean import PRESETS
     from compression_worker.prune.structure import macs_of
+    from edgefer.jobs.architectures import PRESETS
     from edgefer.registry.signing import ManifestSigner
 
     full = 2 * macs_of(PRESETS["ean-xs"])  # the mirror-averaged graph runs it twice
@@ -224,8 +224,9 @@ def test_an_operator_adds_a_checkpoint_and_a_graph_to_the_lineage(tmp_path: Path
     """`edgefer-worker lineage add` measures the model on the held-back faces every job of that data uses, names
     its architecture, keeps it once; `lineage list` shows it; a file that is no model is refused by name."""
     from compression_worker.cli import main as worker_cli
-    from compression_worker.model.ean import EAN, PRESETS
+    from compression_worker.model.ean import EAN
     from compression_worker.training.checkpoint import save_model
+    from edgefer.jobs.architectures import PRESETS
 
     checkpoint = tmp_path / "teacher.pt"
     save_model(EAN(PRESETS["ean-xs"]), checkpoint)

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from compression_worker.model.ean import EAN, PRESETS, EANConfig, count_parameters
+from compression_worker.model.ean import EAN, EANConfig, count_parameters
 from compression_worker.model.eca import ECA, eca_kernel_size
+from edgefer.jobs.architectures import PRESETS
 
 
 @pytest.mark.parametrize("channels,expected", [(16, 3), (32, 3), (64, 3), (128, 5), (256, 5), (512, 5), (1024, 5), (4, 1)])

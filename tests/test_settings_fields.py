@@ -11,15 +11,20 @@ from pathlib import Path
 import pytest
 
 from compression_worker.cli import build_parser as worker_parser
-from compression_worker.data.augment import AugmentConfig
-from compression_worker.data.mixing import MixConfig
-from compression_worker.distill.its import ITSConfig
-from compression_worker.prune.run import PruneConfig
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.settings import WorkerSettings
 from compression_worker.training.run import DataConfig
-from compression_worker.training.trainer import OptimConfig
 from edgefer.cli.jobs import build_parser as jobs_parser
+from edgefer.cli.jobs import job_from_flags
+from edgefer.jobs.recipe import (
+    AugmentConfig,
+    ExportConfig,
+    ITSConfig,
+    MixConfig,
+    OptimConfig,
+    PruneConfig,
+    TeacherConfig,
+)
 from edgefer.jobs.spec import JobError, JobSpec
 from edgefer.settings_fields import add_dataclass_arguments, dataclass_from_namespace, option, setting_docs
 
@@ -68,24 +73,24 @@ def test_omit_unset_keeps_only_what_was_given() -> None:
 
 
 @pytest.mark.parametrize("cls", [OptimConfig, AugmentConfig, MixConfig, DataConfig, ITSConfig, PruneConfig, JobSpec,
-                                 WorkerSettings, WorkerServiceSettings])
+                                 TeacherConfig, ExportConfig, WorkerSettings, WorkerServiceSettings])
 def test_every_field_has_help(cls: type) -> None:
     docs = setting_docs(cls)
-    nested = {"augment", "mix"}
+    nested = {"augment", "mix", "recipe", "teacher", "optim", "distill", "prune", "export"}
     assert not [f.name for f in fields(cls) if f.name not in nested and not docs.get(f.name)]
 
 
 def test_worker_flags_default_to_the_config_defaults() -> None:
     parser = worker_parser(WorkerSettings())
     args = parser.parse_args(["prune", "--model", "m.pt"])
-    assert dataclass_from_namespace(PruneConfig, args) == PruneConfig()
-    optim = dataclass_from_namespace(OptimConfig, args)
+    assert dataclass_from_namespace(PruneConfig, args, "prune") == PruneConfig()
+    optim = dataclass_from_namespace(OptimConfig, args, "optim")
     assert optim == OptimConfig(epochs=1, lr=0.02)  # the prune stage's own defaults, nothing else changed
     args = parser.parse_args(["prune", "--model", "m.pt", "--target", "0.6", "--no-local-retraining", "--teacher", "a.onnx",
                               "--teacher", "b.onnx", "--mixup", "0.2", "--erase-prob", "0.5"])
-    cfg = dataclass_from_namespace(PruneConfig, args)
+    cfg = dataclass_from_namespace(PruneConfig, args, "prune")
     assert (cfg.target_macs_reduction, cfg.local_retraining, cfg.teachers) == (0.6, False, ("a.onnx", "b.onnx"))
-    optim = dataclass_from_namespace(OptimConfig, args)
+    optim = dataclass_from_namespace(OptimConfig, args, "optim")
     assert optim.mix == MixConfig(mixup_alpha=0.2) and optim.augment == AugmentConfig(erase_prob=0.5)
 
 
@@ -94,7 +99,7 @@ def test_distill_flags_build_its_config(tmp_path: Path) -> None:
     teacher.write_bytes(b"")
     args = worker_parser(WorkerSettings()).parse_args(
         ["distill", "--arch", "ean-xs", "--rounds", "1", "--no-weight-transfer", "--teacher", str(teacher), "--mode", "consistent"])
-    cfg = dataclass_from_namespace(ITSConfig, args)
+    cfg = dataclass_from_namespace(ITSConfig, args, "distill", arch=args.arch)
     assert cfg == ITSConfig(arch="ean-xs", rounds=1, weight_transfer=False, teachers=(teacher,), mode="consistent")
 
 
@@ -109,10 +114,12 @@ def test_threads_zero_means_all_cores_for_both_worker_settings(monkeypatch: pyte
 def test_job_submit_flags_are_the_job_spec() -> None:
     args = jobs_parser().parse_args(["submit", "--data", "d.npz", "--prune-target", "0.6", "--teacher-file", "t.onnx",
                                      "--no-quantize", "--set", "rounds=1"])
-    given = {f.name: getattr(args, f.name) for f in fields(JobSpec) if hasattr(args, f.name)}
-    assert given == {"data": "d.npz", "prune_target": 0.6, "teachers": ["t.onnx"], "quantize": False}
-    spec = JobSpec.parse(json.dumps({**given, **dict(args.set)}))
-    assert (spec.prune_target, spec.teachers, spec.quantize, spec.rounds) == (0.6, ["t.onnx"], False, 1)
+    given = job_from_flags(args)
+    assert given == {"data": "d.npz", "recipe": {"prune": {"target_macs_reduction": 0.6}, "teacher": {"files": ["t.onnx"]},
+                                                 "export": {"quantize": False}}, "rounds": 1}
+    recipe = JobSpec.parse(json.dumps(given)).recipe
+    assert (recipe.prune.target_macs_reduction, recipe.teacher.files, recipe.export.quantize, recipe.distill.rounds) == (
+        0.6, ["t.onnx"], False, 1)
 
 
 @pytest.mark.parametrize(("setting", "value"), [("rounds", "2"), ("teachers", "t.onnx"), ("teachers", [1]),

@@ -88,7 +88,8 @@ def test_a_job_can_distil_consistently_from_a_given_teacher(redis_server, signin
     import torch
 
     from compression_worker.export import export_onnx
-    from compression_worker.model.ean import EAN, PRESETS
+    from compression_worker.model.ean import EAN
+    from edgefer.jobs.architectures import PRESETS
 
     torch.manual_seed(0)
     teacher = export_onnx(EAN(PRESETS["ean-xs"]), tmp_path / "teacher.onnx")

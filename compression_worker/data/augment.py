@@ -8,25 +8,11 @@ Vertical flips and large rotations are left out: they make faces that cameras do
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    max_rotation_deg: float = 12.0  # random rotation up to this many degrees either way
-    scale_range: tuple[float, float] = (0.9, 1.1)  # random zoom between these factors
-    max_shift_px: float = 4.0  # random shift up to this many pixels (a padded random crop)
-    hflip_prob: float = 0.5  # share of faces mirrored
-    brightness: float = 0.25  # brightness jitter, a share of the pixel range
-    contrast: float = 0.25  # contrast jitter, a share of the contrast
-    erase_prob: float = 0.25  # share of faces with a random blanked patch
-    erase_max_fraction: float = 0.3  # largest blanked patch, a share of the face's area
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from edgefer.jobs.recipe import AugmentConfig
 
 
 def augment_faces(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -7,30 +7,11 @@ A mixed batch is `lam * x + (1 - lam) * x[perm]` (mixup) or `x` with a box paste
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from edgefer.settings_fields import option
-
-
-@dataclass(frozen=True)
-class MixConfig:
-    mixup_alpha: float = option(0.0, flag="mixup")  # mixup Beta(a, a) parameter (0: off)
-    cutmix_alpha: float = option(0.0, flag="cutmix")  # CutMix Beta(a, a) parameter (0: off)
-    prob: float = option(1.0, flag="mix-prob")  # share of batches mixed when mixup or CutMix is on
-    cutmix_share: float = 0.5  # when both are on: share of mixed batches that use CutMix
-
-    def __post_init__(self) -> None:
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0 <= self.prob <= 1 or not 0 <= self.cutmix_share <= 1:
-            raise ValueError("mixup/cutmix alpha must be >= 0, prob and cutmix_share in [0, 1]")
-
-    @property
-    def enabled(self) -> bool:
-        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from edgefer.jobs.recipe import MixConfig
 
 
 @dataclass(frozen=True)

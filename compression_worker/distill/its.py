@@ -22,7 +22,7 @@ A rerun skips finished rounds and resumes an unfinished one at its last epoch.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,49 +31,14 @@ import torch
 from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_labels, refine, save_cached
 from compression_worker.distill.teachers import EnsembleTeacher, Teacher, TorchTeacher, load_teachers, teacher_report
-from compression_worker.model.ean import EAN, PRESETS
+from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
 from compression_worker.training.checkpoint import load_model, load_network, save_model
 from compression_worker.training.resumable import note_test_accuracy, run_resumable_steps, write_json_atomic
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
-from edgefer.settings_fields import option
-
-MODES = ("cached", "consistent")
-
-
-@dataclass(frozen=True)
-class ITSConfig:
-    arch: str = "ean-s"  # the student's EAN preset
-    rounds: int = 3  # student rounds after the round-0 teacher
-    temperature: float = 4.0  # softmax temperature of the soft labels
-    alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha goes to hard-label cross-entropy
-    weight_transfer: bool = True  # start each student from the previous round's weights (no: from scratch)
-    refine: str = option("latest", choices=("latest", "average"))  # how soft labels combine across rounds
-    mirror_soft_labels: bool = True  # soft labels from face and mirror averaged (no: the face alone)
-    restart_lr: float = 0.05  # peak learning rate of a warm-restarted round (weight transfer)
-    teachers: tuple[Path, ...] = option((), flag="teacher", doc="round 0 given, not trained: a checkpoint of any zoo "
-                                        "architecture or an .onnx; repeat for an ensemble")
-    mode: str = option("cached", choices=MODES, doc="cached soft labels per round, or the teacher on every augmented "
-                       "batch (function matching)")
-    student_init: Path | None = None  # round 1's start when the teacher is another architecture (an EAN model.pt)
-
-    def __post_init__(self) -> None:
-        if self.arch not in PRESETS:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose from {sorted(PRESETS)}")
-        if self.rounds < 0 or self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
-            raise ValueError("rounds must be >= 0, temperature > 0 and alpha in [0, 1]")
-        if self.refine not in ("latest", "average"):
-            raise ValueError(f"unknown soft-label refinement {self.refine!r}; use latest or average")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown distillation mode {self.mode!r}; use {' or '.join(MODES)}")
-        for path in (*self.teachers, *([self.student_init] if self.student_init else [])):
-            if not Path(path).exists():
-                raise ValueError(f"{path}: no such model file")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "teachers": [str(t) for t in self.teachers],
-                "student_init": str(self.student_init) if self.student_init else None}
+from edgefer.jobs.architectures import PRESETS
+from edgefer.jobs.recipe import ITSConfig
 
 
 def _round0(
@@ -175,6 +140,9 @@ def run_its(
 ) -> dict:
     """Run (or resume) all rounds; returns and writes workdir/its.json (`threads`: onnxruntime's, for graph
     teachers; torch's are the caller's)."""
+    for path in (*cfg.teachers, *([cfg.student_init] if cfg.student_init else [])):
+        if not Path(path).exists():
+            raise ValueError(f"{path}: no such model file")
     workdir.mkdir(parents=True, exist_ok=True)
     source_commit = git_commit()
     splits = load_splits(data)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from compression_worker.model.ean import EAN, PRESETS, EANConfig
+from compression_worker.model.ean import EAN, EANConfig
 from compression_worker.model.teacher_nets import FaceResNet, FaceVGG, TeacherConfig
+from edgefer.jobs.architectures import PRESETS
 
 FAMILIES: dict[str, tuple[type[nn.Module], type]] = {
     "ean": (EAN, EANConfig),

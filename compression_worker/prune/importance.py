@@ -14,6 +14,8 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function
 
+from edgefer.jobs.recipe import IMPORTANCES
+
 _CONV_OUT = (function.prune_conv_out_channels, function.prune_depthwise_conv_out_channels)
 
 
@@ -52,7 +54,6 @@ def _in_root_order(per_channel: torch.Tensor, idxs: list[int], root_idxs: torch.
     return out
 
 
-IMPORTANCES = ("l2-gamma", "l1", "bn-gamma", "random")  # make_importance's names; l2-gamma is the method's
 
 
 def make_importance(name: str, l2_weight: float = 0.5) -> tp.importance.Importance:

@@ -10,18 +10,17 @@ once its metrics.json exists; a rerun skips finished steps and resumes training 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from compression_worker.distill.its import MODES
 from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_labels
 from compression_worker.distill.teachers import Teacher, TorchTeacher, load_teachers
 from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
-from compression_worker.prune.importance import IMPORTANCES, make_importance
+from compression_worker.prune.importance import make_importance
 from compression_worker.prune.ratios import RatioPolicy, plan_keep
 from compression_worker.prune.retrain import changed_modules, only_training
 from compression_worker.prune.structure import channel_dims, dependency_graph, eca_kernels_of, macs_of, prune_channels
@@ -30,43 +29,11 @@ from compression_worker.training.resumable import note_test_accuracy, run_resuma
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
 from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
 from edgefer.datasets import data_sha256
-from edgefer.settings_fields import option
+from edgefer.jobs.recipe import PruneConfig
 
 
-@dataclass(frozen=True)
-class PruneConfig:
-    target_macs_reduction: float = option(0.5, flag="target")  # share of the unpruned multiply-adds to remove (0..1)
-    importance: str = option("l2-gamma", choices=IMPORTANCES,
-                             doc="channel importance: kernel L2 norm x BatchNorm gamma, or an ablation")
-    l2_weight: float = 0.5  # l2-gamma: weight of the kernel L2 norm against |gamma|
-    ratios: str = option("derived", choices=("derived", "uniform"),
-                         doc="per-layer ratios: derived from the importance (a global threshold), or uniform")
-    min_keep_fraction: float = 0.2  # floor of channels kept per layer
-    max_ratio: float = 0.8  # cap on any layer's pruning ratio
-    channel_multiple: int = 8  # kept channels rounded up to a multiple (onnxruntime blocks by 8; 1: exact)
-    steps: int = 1  # iterative pruning: prune+retrain steps to reach the target
-    local_epochs: int = 3  # per step, retraining only the touched layers
-    finetune_epochs: int = 6  # per step, fine-tuning the whole network
-    local_retraining: bool = True  # retrain the touched layers first (no: fine-tune everything instead)
-    temperature: float = 2.0  # softmax temperature of the teacher's soft labels
-    alpha: float = 0.5  # weight of the teacher's soft labels in the retraining loss
-    teachers: tuple[str, ...] = option((), flag="teacher", doc="learn from this model (checkpoint or .onnx; repeat for "
-                                       "an ensemble) instead of the model being pruned")
-    distill_mode: str = option("cached", choices=MODES,
-                               doc="retrain on cached soft labels, or with the teacher on every augmented batch")
-
-    def __post_init__(self) -> None:
-        if self.distill_mode not in MODES:
-            raise ValueError(f"unknown distillation mode {self.distill_mode!r}; use {' or '.join(MODES)}")
-        if not 0 < self.target_macs_reduction < 1:
-            raise ValueError(f"target MAC reduction must be in (0, 1), got {self.target_macs_reduction}")
-        if self.steps < 1 or self.local_epochs < 0 or self.finetune_epochs < 0:
-            raise ValueError("steps must be >= 1 and epochs >= 0")
-        make_importance(self.importance, self.l2_weight)  # validates the name
-        RatioPolicy(self.ratios)
-
-    def policy(self) -> RatioPolicy:
-        return RatioPolicy(self.ratios, self.min_keep_fraction, max_ratio=self.max_ratio, channel_multiple=self.channel_multiple)
+def ratio_policy(cfg: PruneConfig) -> RatioPolicy:
+    return RatioPolicy(cfg.ratios, cfg.min_keep_fraction, max_ratio=cfg.max_ratio, channel_multiple=cfg.channel_multiple)
 
 
 def layer_report(model: EAN, keep: dict[str, int], cfg: PruneConfig) -> list[dict]:
@@ -106,7 +73,7 @@ def _prune_step(current: EAN, reference_macs: int, goal: float, cfg: PruneConfig
     torch.manual_seed(0)  # the random criterion is seeded too
     dims = channel_dims(current, dependency_graph(current), importance)
     step_reduction = 1 - (1 - goal) * reference_macs / macs_of(current.config)
-    keep = plan_keep(current.config, eca_kernels_of(current), dims, step_reduction, cfg.policy())
+    keep = plan_keep(current.config, eca_kernels_of(current), dims, step_reduction, ratio_policy(cfg))
     rows = layer_report(current, keep, cfg)
     pruned = prune_channels(current, keep, importance)
     print(format_report(rows), flush=True)
@@ -147,6 +114,10 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
               device: torch.device, threads: int) -> dict:
     """Run (or resume) every step; returns and writes workdir/prune.json (and summary.json beside the model);
     `threads`: onnxruntime's, for graph teachers."""
+    if cfg.target_macs_reduction is None:
+        raise ValueError("pruning needs a target: the share of MACs to remove (--prune.target)")
+    if cfg.lr is not None:
+        optim = replace(optim, lr=cfg.lr)
     workdir.mkdir(parents=True, exist_ok=True)
     source_commit = git_commit()
     unpruned = load_model(model_path)

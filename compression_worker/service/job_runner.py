@@ -11,22 +11,20 @@ training stages resume at their last epoch). Publishing is idempotent by job id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from compression_worker.complexity import onnx_complexity
-from compression_worker.data.mixing import MixConfig
-from compression_worker.distill.its import ITSConfig, run_its
+from compression_worker.distill.its import run_its
 from compression_worker.latency import latency_ms
 from compression_worker.lineage_store import LineageStore, file_sha256, trained_within
-from compression_worker.prune.run import PruneConfig, run_prune
+from compression_worker.prune.run import run_prune
 from compression_worker.prune.structure import macs_of
 from compression_worker.release import export_checkpoint, quantize_model
 from compression_worker.service.gate import GateConfig, decide
@@ -35,7 +33,6 @@ from compression_worker.training.checkpoint import load_model
 from compression_worker.training.progress import epoch_listener
 from compression_worker.training.resumable import write_json_atomic
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, train_model
-from compression_worker.training.trainer import OptimConfig
 from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
 from edgefer.jobs.lineage import Artefact, LineageError
@@ -76,13 +73,15 @@ class JobRunner:
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
         self.spec = ctx.spec
+        self.recipe = ctx.spec.recipe
         self.dir = ctx.workdir
-        s = self.spec
+        s, r = self.spec, self.recipe
         self.data = DataConfig(Path(s.data), None, 0.1, s.held_back_seed, s.usage, Path(s.extra_data) if s.extra_data else None)
         self._ledger = self.dir / "stages.json"
         self._done: dict[str, dict] = json.loads(self._ledger.read_text()) if self._ledger.exists() else {}
         self._weights = {
-            "teacher": s.teacher_epochs, "distill": s.rounds * s.round_epochs, "prune": s.local_epochs + s.finetune_epochs,
+            "teacher": r.teacher.epochs, "distill": r.distill.rounds * r.optim.epochs,
+            "prune": r.prune.local_epochs + r.prune.finetune_epochs,
             "export": 2, "evaluate": 1, "gate": 0, "publish": 0, "rollout": 0,
         }
         self._started = time.monotonic()
@@ -163,19 +162,16 @@ class JobRunner:
 
     # -- stages -----------------------------------------------------------------------------------
 
-    def _optim(self, epochs: int, lr: float = 0.1) -> OptimConfig:
-        s = self.spec
-        return OptimConfig(epochs=epochs, lr=lr, seed=s.seed, ema_decay=s.ema_decay, mix=MixConfig(mixup_alpha=s.mixup))
-
     def _teacher(self) -> dict:
-        s = self.spec
-        if s.teachers:
-            return {"models": list(s.teachers), "source": "given", "sha256": file_sha256(Path(s.teachers[0]))}
-        if s.teacher != "train" and (stored := self._stored_teacher()) is not None:
+        s, given = self.spec, self.recipe.teacher
+        if given.files:
+            return {"models": list(given.files), "source": "given", "sha256": file_sha256(Path(given.files[0]))}
+        if given.pick != "train" and (stored := self._stored_teacher()) is not None:
             return {"model": str(self.ctx.lineage.path(stored.sha256)), "sha256": stored.sha256, "source": "lineage",
                     "arch": stored.arch, "val_acc": stored.held_back_accuracy}
-        arch = s.teacher_arch or s.arch
-        summary = train_model(arch, self.data, self._optim(s.teacher_epochs), self.dir / "teacher", self.ctx.device)
+        arch = given.arch or self.recipe.distill.arch
+        optim = replace(self.recipe.optim, epochs=given.epochs)
+        summary = train_model(arch, self.data, optim, self.dir / "teacher", self.ctx.device)
         artefact = self.ctx.lineage.add(self.dir / "teacher" / "model.pt", kind="teacher", arch=arch, data=self._identity,
                                         split=self.data.split_rule(), held_back_accuracy=summary["best_val_acc"],
                                         job_id=s.job_id)
@@ -186,10 +182,10 @@ class JobRunner:
         """teacher=best: the most accurate stored model this job's held-back faces can judge (None: train one);
         teacher=<sha256>: that artefact, refused when it may have trained on this job's held-back faces."""
         split = self.data.split_rule()
-        if self.spec.teacher == "best":
+        if self.recipe.teacher.pick == "best":
             return self.ctx.lineage.best(self._identity, split)
         try:
-            artefact = self.ctx.lineage.find(self.spec.teacher)
+            artefact = self.ctx.lineage.find(self.recipe.teacher.pick)
         except LineageError as exc:
             raise JobError(str(exc)) from exc
         if not trained_within(artefact, self._identity, split):
@@ -199,41 +195,34 @@ class JobRunner:
 
     def _distill(self, teachers: list[str]) -> dict:
         """ITS from the teacher, or the student an earlier job distilled with the same recipe (then nothing trains)."""
-        s = self.spec
-        if s.rounds == 0:
+        r = self.recipe
+        if r.distill.rounds == 0:
             return {"model": teachers[0]}
-        recipe = self._recipe(teachers)
+        recipe = r.student_key(self._teacher_identity(teachers))
         split = self.data.split_rule()
         if (stored := self.ctx.lineage.student(recipe, self._identity, split)) is not None:
             return {"model": str(self.ctx.lineage.path(stored.sha256)), "val_acc": stored.held_back_accuracy,
                     "sha256": stored.sha256, "source": "lineage"}
-        cfg = ITSConfig(arch=s.arch, rounds=s.rounds, temperature=s.temperature, alpha=s.alpha,
-                        teachers=tuple(Path(t) for t in teachers), mode=s.distill_mode)
-        summary = run_its(cfg, self.data, self._optim(s.round_epochs), self.dir / "distill", self.ctx.device,
-                          self.ctx.threads)
+        cfg = replace(r.distill, teachers=tuple(Path(t) for t in teachers))
+        summary = run_its(cfg, self.data, r.optim, self.dir / "distill", self.ctx.device, self.ctx.threads)
         val_acc = summary["rounds"][-1]["val_acc"]
-        artefact = self.ctx.lineage.add(Path(summary["final_model"]), kind="student", arch=s.arch, data=self._identity,
+        artefact = self.ctx.lineage.add(Path(summary["final_model"]), kind="student", arch=cfg.arch, data=self._identity,
                                         split=split, held_back_accuracy=val_acc, recipe=recipe,
-                                        parent=self._done["teacher"].get("sha256"), job_id=s.job_id)
+                                        parent=self._done["teacher"].get("sha256"), job_id=self.spec.job_id)
         return {"model": summary["final_model"], "val_acc": val_acc, "sha256": artefact.sha256, "source": "trained"}
 
-    def _recipe(self, teachers: list[str]) -> str:
-        """What makes a distilled student: its teacher's bytes and every setting of the ITS stage."""
-        s = self.spec
-        teacher = self._done["teacher"].get("sha256") if len(teachers) == 1 else ",".join(map(file_sha256, map(Path, teachers)))
-        settings = {"teacher": teacher, "arch": s.arch, "rounds": s.rounds, "epochs": s.round_epochs, "mode": s.distill_mode,
-                    "temperature": s.temperature, "alpha": s.alpha, "ema": s.ema_decay, "mixup": s.mixup, "seed": s.seed}
-        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    def _teacher_identity(self, teachers: list[str]) -> str:
+        """The teacher's bytes, as the lineage knows them (an ensemble: each file's)."""
+        if len(teachers) == 1:
+            return self._done["teacher"].get("sha256") or file_sha256(Path(teachers[0]))
+        return ",".join(map(file_sha256, map(Path, teachers)))
 
     def _prune(self, distilled: str) -> dict:
-        s = self.spec
         target = self._prune_target(Path(distilled))
         if target is None:
             return {"model": distilled, "target": 0.0, "note": "the distilled model fits the fleet's MAC budget"}
-        cfg = PruneConfig(target_macs_reduction=target, local_epochs=s.local_epochs, finetune_epochs=s.finetune_epochs,
-                          temperature=s.temperature, alpha=s.alpha, teachers=self._prune_teachers(),
-                          distill_mode=s.distill_mode)
-        summary = run_prune(Path(distilled), cfg, self.data, self._optim(1, lr=0.02), self.dir / "prune",
+        cfg = replace(self.recipe.prune, target_macs_reduction=target, teachers=self._prune_teachers())
+        summary = run_prune(Path(distilled), cfg, self.data, replace(self.recipe.optim, epochs=1), self.dir / "prune",
                             self.ctx.device, self.ctx.threads)
         return {"model": summary["final_model"], "val_acc": summary["steps"][-1]["val_acc"], "target": target}
 
@@ -249,29 +238,30 @@ class JobRunner:
 
     def _prune_target(self, distilled: Path) -> float | None:
         """The job's share of MACs to remove, or what reaches the fleet's budget (None: it fits already)."""
-        if self.spec.prune_target is not None:
-            return self.spec.prune_target
+        if self.recipe.prune.target_macs_reduction is not None:
+            return self.recipe.prune.target_macs_reduction
         per_pass = self.ctx.gate.budgets.max_macs / MIRROR_PASSES * BUDGET_MARGIN
         needed = 1 - per_pass / macs_of(load_model(distilled).config)
         if needed <= 0:
             return None
         if needed >= MAX_PRUNE:
             raise JobError(f"the fleet's budget of {self.ctx.gate.budgets.max_macs:,} MACs needs {100 * needed:.0f}% of "
-                           f"{self.spec.arch} pruned (at most {100 * MAX_PRUNE:.0f}%): choose a smaller arch")
+                           f"{self.recipe.distill.arch} pruned (at most {100 * MAX_PRUNE:.0f}%): choose a smaller arch")
         return needed
 
     def _export(self, pruned: str) -> dict:
         eval_data = Path(self.spec.test_data or self.spec.data)
         onnx_path = self.dir / f"ean-job-{self.spec.job_id}.onnx"
-        export_checkpoint(Path(pruned), onnx_path, eval_data, parity_faces=256, threads=self.ctx.threads)
-        if not self.spec.quantize:
+        release = self.recipe.export
+        export_checkpoint(Path(pruned), onnx_path, eval_data, parity_faces=release.parity_faces, threads=self.ctx.threads)
+        if not release.quantize:
             return {"onnx": str(onnx_path), "float_onnx": str(onnx_path)}
         int8_path = onnx_path.with_name(onnx_path.stem + "-int8.onnx")
-        quantize_model(onnx_path, int8_path, self._splits.train, 700, eval_data, self.ctx.threads)
+        quantize_model(onnx_path, int8_path, self._splits.train, release.calibration_faces, eval_data, self.ctx.threads)
         scores = {p: _scores(OnnxFaceClassifier(p, intra_op_threads=self.ctx.threads), self._splits.val)
                   for p in (onnx_path, int8_path)}
         float_acc, int8_acc = scores[onnx_path]["accuracy"], scores[int8_path]["accuracy"]
-        kept = int8_path if int8_acc >= float_acc - self.spec.int8_tolerance else onnx_path
+        kept = int8_path if int8_acc >= float_acc - release.int8_tolerance else onnx_path
         return {"onnx": str(kept), "float_onnx": str(onnx_path), "int8_onnx": str(int8_path),
                 "held_back_float": float_acc, "held_back_int8": int8_acc, "held_back": scores[kept]}
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+from edgefer.jobs.recipe import PRECISIONS
+
 _CPU_BF16_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
 
 

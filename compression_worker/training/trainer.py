@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -23,15 +23,15 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from compression_worker.data.augment import AugmentConfig, augment_faces
-from compression_worker.data.mixing import Mix, MixConfig, mix_batch
+from compression_worker.data.augment import augment_faces
+from compression_worker.data.mixing import Mix, mix_batch
 from compression_worker.training.checkpoint import save_atomic, save_model
-from compression_worker.training.precision import PRECISIONS, autocast, describe_precision, resolve_precision
+from compression_worker.training.precision import autocast, describe_precision, resolve_precision
 from compression_worker.training.progress import report_epoch
 from compression_worker.training.schedule import warmup_cosine
 from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
-from edgefer.settings_fields import option
+from edgefer.jobs.recipe import OptimConfig
 
 
 @dataclass(frozen=True)
@@ -66,39 +66,6 @@ def hard_label_loss(label_smoothing: float) -> Criterion:
         return batch_cross_entropy(logits, batch, label_smoothing)
 
     return loss
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Everything that shapes one training run besides the model and the data."""
-
-    epochs: int = 55  # epochs (per round, for distill; per phase, for prune: see its epoch settings)
-    batch_size: int = 128  # faces per step
-    optimizer: str = option("sgd", choices=("sgd", "adamw"))  # SGD with Nesterov momentum, or AdamW
-    lr: float = 0.1  # peak learning rate of the cosine schedule
-    weight_decay: float = 5e-4  # weight decay of the optimiser
-    momentum: float = 0.9  # SGD momentum
-    warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
-    final_lr_ratio: float = 0.0  # the cosine schedule ends at lr times this
-    label_smoothing: float = 0.0  # on the hard-label loss
-    seed: int = 0  # weights, augmentation and (unless --split-seed) the split
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mix: MixConfig = field(default_factory=MixConfig)
-    ema_decay: float = 0.0  # keep and validate an EMA of the weights (e.g. 0.999; 0: off)
-    precision: str = option("auto", choices=PRECISIONS)  # bf16 autocast or fp32; auto: bf16 on a GPU and for dense nets on a bf16 CPU
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

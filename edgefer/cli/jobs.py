@@ -1,6 +1,6 @@
 """`edgefer-jobs`: submit a compression job and follow it with a progress bar, or look at jobs.
 
-    edgefer-jobs submit --data /data/fer2013/train.npz --prune-target 0.6 --follow
+    edgefer-jobs submit --data /data/fer2013/train.npz --prune.target 0.6 --distill.rounds 2 --follow
     edgefer-jobs status JOB_ID
     edgefer-jobs list
     edgefer-jobs lineage
@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, fields
+from typing import Any
 
 import redis
 from tqdm import tqdm
@@ -19,15 +20,50 @@ from tqdm import tqdm
 from edgefer.env_settings import EnvSettings
 from edgefer.jobs.client import follow_job, submit_job
 from edgefer.jobs.lineage import LineageIndex, format_lineage
-from edgefer.jobs.spec import JobError, JobSpec
+from edgefer.jobs.recipe import Recipe
+from edgefer.jobs.spec import FLAT_KEYS, JobError, JobSpec, nest_flat_keys, recipe_field, set_dotted
 from edgefer.jobs.status import JobStatusStore
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
-from edgefer.settings_fields import add_dataclass_arguments
+from edgefer.settings_fields import add_dataclass_arguments, add_field_flag, setting_docs
 
 
 @dataclass(frozen=True)
 class JobsCliSettings(RegistryAccess, EnvSettings):
     pass
+
+
+def _add_job_flags(p: argparse.ArgumentParser) -> None:
+    """A job's flags: its own fields, the flags of earlier releases (first, so they keep their meaning, e.g.
+    --temperature for distillation and pruning), then every recipe setting dotted (--distill.temperature)."""
+    add_dataclass_arguments(p, JobSpec, omit_unset=True, exclude=("recipe",))
+    for key, paths in FLAT_KEYS.items():
+        f = recipe_field(paths[0])
+        flag = "--teacher-file" if key == "teachers" else "--" + key.replace("_", "-")
+        owner_docs = setting_docs(type(getattr(Recipe(), paths[0].split(".")[0])))
+        text = f"{owner_docs.get(f.name, '')} (sets {', '.join('--' + p for p in paths)})"
+        add_field_flag(p, f, [flag], f"flat.{key}", text, None, omit_unset=True)
+    preset = Recipe()
+    for part in fields(Recipe):
+        add_dataclass_arguments(p, type(getattr(preset, part.name)), omit_unset=True, section=part.name,
+                                dest_root="recipe.", base=getattr(preset, part.name),
+                                exclude=("teachers", "student_init"), aliases=False)
+
+
+def job_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's JSON from the flags given (dotted ones nested into `recipe`), then --set on top."""
+    job: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith("flat."):
+            flat[dest[5:]] = value
+        elif dest.startswith("recipe."):
+            set_dotted(job, dest, list(value) if isinstance(value, tuple) else value)
+        elif any(f.name == dest for f in fields(JobSpec)):
+            job[dest] = value
+    job = nest_flat_keys({**job, **flat}, warn=False)
+    for key, value in args.set:
+        set_dotted(job, key, value)
+    return job
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -83,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     JobsCliSettings.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("submit", help="queue a job (its settings: the flags below, or --set key=value)")
-    add_dataclass_arguments(p, JobSpec, omit_unset=True)
+    _add_job_flags(p)
     p.add_argument("--set", type=_setting, action="append", default=[],
-                   help="a job setting by its JSON name, key=value (repeatable; wins over the flag)")
+                   help="a job setting by its JSON name, dotted into the recipe (recipe.distill.rounds=2), key=value "
+                        "(repeatable; wins over the flag)")
     p.add_argument("--follow", action="store_true", help="show a progress bar until the job ends")
     p = sub.add_parser("status", help="one job")
     p.add_argument("job_id", help="the job's id, as `submit` or `list` printed it")
@@ -101,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         client = connect(settings)
         status = JobStatusStore(client, settings.fleet)
         if args.command == "submit":
-            given = {f.name: getattr(args, f.name) for f in fields(JobSpec) if hasattr(args, f.name)}
-            spec = JobSpec.parse(json.dumps({**given, **dict(args.set)}))
+            spec = JobSpec.parse(json.dumps(job_from_flags(args)))
             submit_job(client, spec, settings.fleet)
             print(f"submitted job {spec.job_id}")
             if args.follow:

@@ -1,16 +1,48 @@
-"""What a job asks for: the data and the pipeline settings, checked before any work starts."""
+"""What a job asks for: its data, where it ships, and the compression recipe (edgefer/jobs/recipe.py), checked
+when it is parsed, before any work starts.
+
+A job's JSON nests like the recipe: `{"data": "train.npz", "recipe": {"distill": {"rounds": 2}}}`. The flat keys
+of earlier releases (`rounds`, `temperature`, ...) are still read, each into the recipe settings it meant, with a
+warning that names them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import re
+import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from edgefer.jobs.recipe import Recipe
 from edgefer.rollouts.spec import RolloutSpec, RolloutSpecError
-from edgefer.settings_fields import check_json_fields, option
+from edgefer.settings_fields import check_json_value, from_json, option
 
-_SHA_PREFIX = re.compile(r"[0-9a-f]{8,64}")
+log = logging.getLogger(__name__)
+
+# The flat job keys of earlier releases -> the recipe settings each one sets (temperature, alpha and the
+# distillation mode applied to distillation and pruning alike).
+FLAT_KEYS: dict[str, tuple[str, ...]] = {
+    "arch": ("distill.arch",),
+    "teacher": ("teacher.pick",),
+    "teacher_arch": ("teacher.arch",),
+    "teacher_epochs": ("teacher.epochs",),
+    "teachers": ("teacher.files",),
+    "rounds": ("distill.rounds",),
+    "round_epochs": ("optim.epochs",),
+    "temperature": ("distill.temperature", "prune.temperature"),
+    "alpha": ("distill.alpha", "prune.alpha"),
+    "distill_mode": ("distill.mode", "prune.distill_mode"),
+    "ema_decay": ("optim.ema_decay",),
+    "mixup": ("optim.mix.mixup_alpha",),
+    "prune_target": ("prune.target_macs_reduction",),
+    "local_epochs": ("prune.local_epochs",),
+    "finetune_epochs": ("prune.finetune_epochs",),
+    "quantize": ("export.quantize",),
+    "int8_tolerance": ("export.int8_tolerance",),
+    "seed": ("optim.seed",),
+}
 
 
 class JobError(ValueError):
@@ -26,70 +58,77 @@ class JobSpec:
     extra_data: str | None = None  # more faces (npz, csv or class folder) merged into the data, split by the same rule
     test_data: str | None = None  # reported in the card, never used to decide
     held_back_seed: int = 0  # seed of the held-back split (keep it: stored teachers and the serving model share it)
-    arch: str = "ean-s"  # the EAN preset that is distilled, pruned and shipped
-    teacher: str = option("best", doc="round 0: best (the most accurate stored model for this data, else train one), "
-                          "train, or a stored artefact's sha256 (8+ hex digits; `edgefer-jobs lineage` lists them)")
-    teacher_arch: str = ""  # architecture of a teacher trained here (unset: the student's)
-    teacher_epochs: int = 55  # epochs of a teacher trained here
-    rounds: int = 1  # ITS student rounds
-    round_epochs: int = 30  # epochs per ITS round
-    temperature: float = 2.0  # softmax temperature of the soft labels (ITS and pruning)
-    alpha: float = 0.8  # weight of the soft-label term (ITS and pruning)
-    distill_mode: str = option("consistent", choices=("cached", "consistent"),
-                               doc="the teacher on every augmented batch, or cached soft labels (a smaller CPU budget)")
-    teachers: list[str] | None = option(None, flag="teacher-file", doc="round 0 given as files (checkpoints or .onnx; "
-                                        "repeat for an ensemble) instead of `teacher`; pruning learns from it too")
-    ema_decay: float = 0.999  # keep and validate an EMA of the weights (0: off)
-    mixup: float = 0.0  # mixup Beta(a, a) parameter (0: off)
-    prune_target: float | None = None  # share of MACs pruning removes (unset: what the fleet's MAC budget needs)
-    local_epochs: int = 3  # per pruning step, retraining only the touched layers
-    finetune_epochs: int = 12  # per pruning step, fine-tuning the whole network
-    quantize: bool = True  # publish the INT8 model when it keeps the float's held-back accuracy (no: the float one)
-    int8_tolerance: float = 0.003  # how far below the float model the INT8 one may be on the held-back faces
+    recipe: Recipe = field(default_factory=Recipe)
     promote: bool = True  # roll out a version that passes the gate (no: publish only)
     rollout: dict | None = option(None, doc="roll out step by step instead of promoting at once: a rollout spec "
                                   "(edgefer/rollouts/spec.py fields, {} for the defaults); the job ends when it is "
                                   "promoted or rolled back (edgefer-rollouts must run)")
-    seed: int = 0  # weights and augmentation
 
     @classmethod
     def parse(cls, raw: str | bytes) -> JobSpec:
-        """From the JSON a client submitted; unknown or mistyped settings are named."""
+        """From the JSON a client submitted; unknown, mistyped or impossible settings are named."""
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise JobError(f"job is not JSON ({exc})") from exc
-        try:
-            check_json_fields(cls, data, "job")
-        except ValueError as exc:
-            raise JobError(str(exc)) from exc
+        if not isinstance(data, dict):
+            raise JobError("job must be a JSON object")
         if "data" not in data:
             raise JobError("job needs a data path")
-        spec = cls(**data)
-        spec.check_settings()
-        return spec if spec.job_id else cls(**{**data, "job_id": uuid.uuid4().hex[:12]})
-
-    def check_settings(self) -> None:
-        """What is wrong whatever machine runs the job (ranges, modes), so a submitter hears it at once; what
-        depends on the worker (its files, its architectures) is checked there
-        (compression_worker/service/job_checks.py)."""
-        if self.rollout is not None:
+        try:
+            spec = from_json(cls, nest_flat_keys(data), "job")
+        except ValueError as exc:
+            raise JobError(str(exc)) from exc
+        if spec.rollout is not None:
             try:
-                RolloutSpec.from_dict(self.rollout)
+                RolloutSpec.from_dict(spec.rollout)
             except RolloutSpecError as exc:
                 raise JobError(f"job setting rollout: {exc}") from exc
-        if self.teacher not in ("best", "train") and not _SHA_PREFIX.fullmatch(self.teacher):
-            raise JobError(f"teacher must be best, train or an artefact's sha256 (8+ hex digits), not {self.teacher!r}")
-        if self.prune_target is not None and not 0 < self.prune_target < 0.95:
-            raise JobError(f"impossible pruning target {self.prune_target}: give the share of MACs to remove, in (0, 0.95)")
-        if self.distill_mode not in ("cached", "consistent"):
-            raise JobError(f"unknown distill_mode {self.distill_mode!r}; use cached or consistent")
-        if self.teachers and self.rounds < 1:
-            raise JobError("given teachers need rounds >= 1: the distilled EAN is what gets pruned")
-        if not 0.0 <= self.ema_decay < 1.0 or self.mixup < 0:
-            raise JobError("ema_decay must be in [0, 1) and mixup >= 0")
-        if min(self.teacher_epochs, self.round_epochs) < 1 or self.rounds < 0 or min(self.local_epochs, self.finetune_epochs) < 0:
-            raise JobError("epochs must be >= 1 (local and fine-tune epochs >= 0) and rounds >= 0")
+        return spec if spec.job_id else dataclasses.replace(spec, job_id=uuid.uuid4().hex[:12])
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+def nest_flat_keys(data: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """The job with its flat keys of earlier releases moved into `recipe` (a value given there wins); each one is
+    checked against the setting it now sets, under the name it was given by."""
+    flat = {key: value for key, value in data.items() if key in FLAT_KEYS}
+    if not flat:
+        return data
+    nested = {key: value for key, value in data.items() if key not in FLAT_KEYS}
+    recipe = nested.setdefault("recipe", {})
+    if not isinstance(recipe, dict):
+        raise JobError("job setting recipe must be a JSON object")
+    for key, value in flat.items():
+        for path in FLAT_KEYS[key]:
+            try:
+                check_json_value(key, recipe_field(path), value, "job")
+            except ValueError as exc:
+                raise JobError(str(exc)) from exc
+            set_dotted(recipe, path, value, overwrite=False)
+        if warn:
+            log.warning("job setting %s is now %s (flat keys are read until the next release)",
+                        key, " and ".join(f"recipe.{path}" for path in FLAT_KEYS[key]))
+    return nested
+
+
+def set_dotted(job: dict[str, Any], path: str, value: object, overwrite: bool = True) -> None:
+    """Put `value` at a dotted path of a nested JSON object (`recipe.distill.rounds`), making the levels it needs."""
+    *sections, name = path.split(".")
+    part = job
+    for section in sections:
+        part = part.setdefault(section, {})
+        if not isinstance(part, dict):
+            raise JobError(f"job setting {section} must be a JSON object")
+    if overwrite or name not in part:
+        part[name] = value
+
+
+def recipe_field(path: str) -> dataclasses.Field:
+    """The recipe field a dotted path names (`optim.mix.mixup_alpha`)."""
+    owner: Any = Recipe
+    *sections, name = path.split(".")
+    for section in sections:
+        owner = type(getattr(owner(), section))
+    return next(f for f in dataclasses.fields(owner) if f.name == name)

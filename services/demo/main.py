@@ -138,8 +138,9 @@ def run(args: argparse.Namespace, stack: ExitStack, work: Path) -> int:
     print(f"device clients stream '{args.source}' to both nodes at {args.fps:g} frames/s each", flush=True)
     time.sleep(args.warmup_seconds)
     data, described = training_data(work, args.short)
-    job = {"data": str(data), "job_id": "demo", "arch": "ean-xs", "teacher_epochs": 2, "rounds": 1, "round_epochs": 1,
-           "local_epochs": 1, "finetune_epochs": 1, "prune_target": 0.5, "quantize": True}
+    recipe = {"teacher": {"epochs": 2}, "optim": {"epochs": 1}, "distill": {"arch": "ean-xs", "rounds": 1},
+              "prune": {"target_macs_reduction": 0.5, "local_epochs": 1, "finetune_epochs": 1}}
+    job = {"data": str(data), "job_id": "demo", "recipe": recipe}
     submit_job(registry.client, JobSpec.parse(json.dumps(job)), submitter="demo")
     print(f"job submitted to the worker: teacher -> ITS -> prune -> INT8 -> gate -> publish, on {described}", flush=True)
     record = follow_job(JobStatusStore(registry.client), "demo", print_stages(), poll_s=0.3, timeout_s=args.job_timeout)
