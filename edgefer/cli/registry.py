@@ -102,11 +102,11 @@ def _print_status(registry: ModelRegistry, stale_after_s: float) -> bool:
     desired, problem = registry.desired_or_problem()
     if problem:
         print(f"desired record: {problem}; `promote VERSION --force` replaces it")
-    rows = registry.fleet_view(desired, stale_after_s)
+    now = registry.server_time()  # heartbeats by the server's clock; the board's own is the `clock` column
+    rows = registry.fleet_view(desired, stale_after_s, now)
     epoch = registry.current_epoch()
     print(f"{'node':<24} {'serving':>8} {'target':>7} {'sha256':<12} {'epoch':<8} {'heartbeat':>10} {'clock':>8}  "
           f"{'state':<10} last error")
-    now = registry.server_time()  # heartbeats by the server's clock; the board's own is the `clock` column
     for r in rows:
         status = r.status
         serving = status.version if status and status.version is not None else "-"

@@ -272,8 +272,9 @@ class ModelRegistry:
                 statuses[node_id], unreadable[node_id] = None, str(exc)
         return seen, statuses, unreadable
 
-    def fleet_view(self, desired: DesiredRecord | None, stale_after_s: float) -> list[NodeRow]:
-        """One row per node: what it serves against its target version and that version's sha256."""
+    def fleet_view(self, desired: DesiredRecord | None, stale_after_s: float, now: float | None = None) -> list[NodeRow]:
+        """One row per node: what it serves against its target version and that version's sha256; liveness by the
+        server's clock at `now` (a caller that shows ages passes the time it shows them by)."""
         seen, statuses, unreadable = self.node_statuses()
         targets = {desired.version, desired.canary.version if desired.canary else desired.version} if desired else set()
         target_sha256 = {}
@@ -283,7 +284,8 @@ class ModelRegistry:
             except ManifestError:
                 manifest = None
             target_sha256[version] = manifest.sha256 if manifest else ""
-        return fleet_rows(seen, statuses, unreadable, desired, target_sha256, stale_after_s, self.server_time())
+        now = self.server_time() if now is None else now
+        return fleet_rows(seen, statuses, unreadable, desired, target_sha256, stale_after_s, now)
 
     def forget_node(self, node_id: str) -> None:
         self.client.zrem(self.keys.nodes, node_id)
