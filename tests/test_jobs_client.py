@@ -37,3 +37,14 @@ def test_a_job_is_submitted_then_followed_to_its_end(redis_server) -> None:
     assert record["state"] == "published" and record["published_version"] == 3
     assert {"teacher", "distill"} <= set(seen)
     assert follow_job(status, "never-submitted", poll_s=0.05, timeout_s=0.2) == {"state": "timeout"}
+
+
+def test_the_queue_remakes_its_consumer_group_when_redis_lost_its_data(redis_server) -> None:
+    """A Redis restarted without its data has no group: the worker's queue makes it again instead of failing
+    every read with NOGROUP forever."""
+    client = connect(RegistryAccess(redis_url=redis_server.url))
+    queue = JobQueue(client, consumer="w")
+    client.flushall()
+    queue.submit(json.dumps({"data": "faces.npz", "job_id": "after-flush"}))
+    delivery = queue.next(block_ms=100, claim_idle_ms=60_000)
+    assert delivery is not None and JobSpec.parse(delivery.payload).job_id == "after-flush"

@@ -277,3 +277,33 @@ def test_a_shipped_teacher_is_adopted_at_start_and_picked_by_teacher_best(redis_
     assert run_job(worker, redis_server, toy_npz, "from-shipped", *TINY) == "published"  # teacher=best, the default
     teacher = ledger(tmp_path, "from-shipped")["teacher"]
     assert teacher["source"] == "lineage" and teacher["sha256"] == adopted[0].sha256
+
+
+def test_a_worker_started_before_redis_indexes_the_shipped_teachers_once_redis_is_up(signing_keys, tmp_path) -> None:
+    import threading
+    import time
+
+    from edgefer.localfleet.ports import free_port
+    from edgefer.localfleet.redis_server import RedisServer
+
+    server = RedisServer(free_port(), tmp_path / "redis")
+    settings = WorkerServiceSettings(redis_url=server.url, work_dir=tmp_path / "jobs", signing_key=signing_keys[0],
+                                     metrics_port=0, threads=2, consumer="w1",
+                                     shipped_teachers=Path(__file__).parent.parent / "models" / "teachers")
+    worker = Worker(settings)
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    time.sleep(1.0)  # the first indexing fails: nothing listens yet
+    server.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if any(a.job_id == "shipped:vgg13-fer" for a in LineageIndex(connect(RegistryAccess(redis_url=server.url))).all()):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the shipped teacher was never indexed after Redis came up")
+    finally:
+        worker.stop.set()
+        thread.join(timeout=10)
+        server.stop()

@@ -54,16 +54,23 @@ class Worker:
         )
         self.stop = threading.Event()
 
-    def run_forever(self) -> None:
-        self.metrics.stage.state("idle")
+    def index_lineage(self) -> bool:
+        """Add the shipped teachers and index the lineage folder in Redis; False while Redis cannot be reached (the
+        worker tries again once it can, so a worker that started before Redis still offers every teacher)."""
         try:
             shipped = adopt_shipped_teachers(self.lineage, self.settings.shipped_teachers)
             if shipped:
                 log.info("shipped teachers in the lineage: %s",
                          ", ".join(f"{a.job_id} ({a.held_back_accuracy:.2%})" for a in shipped))
             log.info("lineage: %d artefacts in %s", self.lineage.reindex(), self.settings.lineage_dir)
+            return True
         except redis.RedisError as exc:
-            log.warning("lineage not indexed in Redis (%s); jobs still use %s", exc, self.settings.lineage_dir)
+            log.warning("lineage not indexed in Redis yet (%s); jobs still use %s", exc, self.settings.lineage_dir)
+            return False
+
+    def run_forever(self) -> None:
+        self.metrics.stage.state("idle")
+        indexed = self.index_lineage()
         while not self.stop.is_set():
             try:
                 delivery = self.queue.next(block_ms=1000, claim_idle_ms=int(self.settings.claim_idle_s * 1000))
@@ -71,6 +78,7 @@ class Worker:
                 log.warning("registry unreachable (%s); retrying", exc)
                 self.stop.wait(2.0)
                 continue
+            indexed = indexed or self.index_lineage()
             if delivery is not None:
                 self.handle(delivery)
 

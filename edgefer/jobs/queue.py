@@ -27,16 +27,36 @@ class JobQueue:
         self.stream = FleetKeys(fleet).job_stream
         self.group = "compression-workers"
         self.consumer = consumer
+        self._group_ready = False
         try:
-            client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            self._ensure_group()
+        except (redis.ConnectionError, redis.TimeoutError):  # Redis not up yet: `next` makes the group once it is
+            pass
+
+    def _ensure_group(self) -> None:
+        """The consumer group, made when missing (first use, or a Redis that restarted without its data)."""
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        self._group_ready = True
 
     def submit(self, payload: str) -> str:
         return self.client.xadd(self.stream, {"job": payload}).decode()
 
     def next(self, block_ms: int, claim_idle_ms: int) -> Delivery | None:
+        if not self._group_ready:
+            self._ensure_group()
+        try:
+            return self._next(block_ms, claim_idle_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._ensure_group()
+            return self._next(block_ms, claim_idle_ms)
+
+    def _next(self, block_ms: int, claim_idle_ms: int) -> Delivery | None:
         own = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=1)
         if own and own[0][1]:
             return self._delivery(own[0][1][0])
