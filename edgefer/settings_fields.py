@@ -4,7 +4,9 @@ command-line flag, its EDGEFER_* variable (edgefer/env_settings.py) and the chec
 A field's trailing comment is its help text. Field metadata may rename the flag (`flag`), restrict the
 values (`choices`) or give the help text where a comment cannot (`doc`); `tuple[X, ...]` and `list[X]`
 fields become repeatable flags (`--teacher a --teacher b`), `bool` fields `--x/--no-x`, and a field whose
-type is itself a settings dataclass (OptimConfig.augment) contributes its own fields' flags.
+type is itself a settings dataclass (OptimConfig.augment) contributes its own fields' flags. A recipe part
+(edgefer/jobs/recipe.py) is added as a `section`: dotted flags (`--optim.augment.hflip-prob`) whose values
+land at the same dotted path, and `from_json` builds the same nested objects from a job's JSON.
 """
 
 from __future__ import annotations
