@@ -203,7 +203,12 @@ def test_expired_deadline_is_reported_and_the_server_lives_on(node) -> None:
     running, stub, _ = node
     with_model(running)
     faces, _ = synthetic_faces(1)
-    with pytest.raises(grpc.RpcError) as info:
-        stub.Classify(edge_pb2.ClassifyRequest(frame=crop_frame(faces[0])), timeout=1e-6)
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    codes = []
+    for _ in range(20):  # gRPC rounds a deadline to its timer's tick: a warm server can answer inside 1 us once
+        try:
+            stub.Classify(edge_pb2.ClassifyRequest(frame=crop_frame(faces[0])), timeout=1e-6)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+            break
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED]
     assert stub.Classify(edge_pb2.ClassifyRequest(frame=crop_frame(faces[0])), timeout=5).result.status == edge_pb2.FRAME_STATUS_OK
