@@ -1,5 +1,5 @@
 """A dataclass field is the one source of a setting: its default, type and help text, and from them its
-command-line flag, its EDGEFER_* variable (edgefer/env_settings.py) and the check of a JSON job setting.
+command-line flag, its EDGEFER_* variable (edgefer/env_settings.py) and the check of a JSON setting (`from_json`).
 
 A field's trailing comment is its help text. Field metadata may rename the flag (`flag`), restrict the
 values (`choices`) or give the help text where a comment cannot (`doc`); `tuple[X, ...]` and `list[X]`
@@ -147,21 +147,6 @@ def value_matches(kind: str, value: object) -> bool:
     if base == "float":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, str)
-
-
-def check_json_fields(cls: type, data: object, what: str) -> dict:
-    """A JSON object's keys and value types against the fields of `cls` (a job, a profile, a rollout spec);
-    ValueError naming the first unknown or mistyped setting."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} must be a JSON object")
-    known = {f.name: _kind(f) for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {what} settings: {', '.join(unknown)}")
-    for name, value in data.items():
-        if value is not None and not value_matches(known[name], value):
-            raise ValueError(f"{what} setting {name}: {value!r} is not {known[name]}")
-    return data
 
 
 def env_name(field_name: str) -> str:
@@ -327,7 +312,9 @@ def from_json(cls: type[T], data: object, what: str, section: str = "", base: An
             values[name] = _from_json_value(_kind(f), value)
     try:
         return dataclasses.replace(base, **values) if base is not None else cls(**values)
-    except ValueError as exc:
-        raise ValueError(f"{what} setting {section}: {exc}" if section else str(exc)) from exc
+    except ValueError as exc:  # the class refused a value: at the top, its own error (a ProfileError...) as it is
+        if not section:
+            raise
+        raise ValueError(f"{what} setting {section}: {exc}") from exc
     except TypeError as exc:  # a required field left out
         raise ValueError(f"{what}{' ' + section if section else ''}: {exc}") from exc

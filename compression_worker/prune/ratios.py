@@ -15,6 +15,7 @@ import torch
 
 from compression_worker.model.ean import EANConfig
 from compression_worker.prune.structure import ChannelDim, config_with, macs_of
+from edgefer.jobs.recipe import RATIO_MODES
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class RatioPolicy:
 
 
     def __post_init__(self) -> None:
-        if self.mode not in ("derived", "uniform"):
+        if self.mode not in RATIO_MODES:
             raise ValueError(f"ratio mode must be derived or uniform, got {self.mode!r}")
         if self.channel_multiple < 1:
             raise ValueError(f"channel_multiple must be >= 1, got {self.channel_multiple}")

@@ -21,10 +21,10 @@ from edgefer.env_settings import EnvSettings
 from edgefer.jobs.client import follow_job, submit_job
 from edgefer.jobs.lineage import LineageIndex, format_lineage
 from edgefer.jobs.recipe import Recipe
-from edgefer.jobs.spec import FLAT_KEYS, JobError, JobSpec, nest_flat_keys, recipe_field, set_dotted
+from edgefer.jobs.spec import FLAT_KEYS, JobError, JobSpec, nest_flat_keys, recipe_field, recipe_part, set_dotted
 from edgefer.jobs.status import JobStatusStore
 from edgefer.registry.connection import RegistryAccess, connect, describe_redis_error
-from edgefer.settings_fields import add_dataclass_arguments, add_field_flag, setting_docs
+from edgefer.settings_fields import add_dataclass_arguments, add_field_flag, flag_of, setting_docs
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
     for key, paths in FLAT_KEYS.items():
         f = recipe_field(paths[0])
         flag = "--teacher-file" if key == "teachers" else "--" + key.replace("_", "-")
-        owner_docs = setting_docs(type(getattr(Recipe(), paths[0].split(".")[0])))
-        text = f"{owner_docs.get(f.name, '')} (sets {', '.join('--' + p for p in paths)})"
+        dotted = [f"--{path.rsplit('.', 1)[0]}.{flag_of(recipe_field(path))[2:]}" for path in paths]
+        text = f"{setting_docs(recipe_part(paths[0])).get(f.name, '')} (sets {', '.join(dotted)})"
         add_field_flag(p, f, [flag], f"flat.{key}", text, None, omit_unset=True)
     preset = Recipe()
     for part in fields(Recipe):

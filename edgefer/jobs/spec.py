@@ -125,10 +125,15 @@ def set_dotted(job: dict[str, Any], path: str, value: object, overwrite: bool = 
         part[name] = value
 
 
+def recipe_part(path: str) -> type:
+    """The settings class that holds the recipe field a dotted path names (`optim.mix.mixup_alpha` -> MixConfig)."""
+    part: Any = Recipe()
+    for section in path.split(".")[:-1]:
+        part = getattr(part, section)
+    return type(part)
+
+
 def recipe_field(path: str) -> dataclasses.Field:
     """The recipe field a dotted path names (`optim.mix.mixup_alpha`)."""
-    owner: Any = Recipe
-    *sections, name = path.split(".")
-    for section in sections:
-        owner = type(getattr(owner(), section))
-    return next(f for f in dataclasses.fields(owner) if f.name == name)
+    name = path.rsplit(".", 1)[-1]
+    return next(f for f in dataclasses.fields(recipe_part(path)) if f.name == name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from edgefer.json_record import JsonRecord
-from edgefer.settings_fields import check_json_fields
+from edgefer.settings_fields import from_json
 
 
 class ProfileError(ValueError):
@@ -38,7 +38,7 @@ class FleetProfile(JsonRecord):
     @classmethod
     def from_dict(cls, data: object) -> FleetProfile:
         try:
-            return cls(**check_json_fields(cls, data, "fleet profile"))
+            return from_json(cls, data, "fleet profile")
         except TypeError as exc:  # a required budget given as null
             raise ProfileError(f"fleet profile: {exc}") from exc
         except ProfileError:

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgefer.settings_fields import check_json_fields, option
+from edgefer.settings_fields import from_json, option
 
 
 class RolloutSpecError(ValueError):
@@ -73,7 +73,7 @@ class RolloutSpec:
                     else str(v) if k in ("bake", "settle") and isinstance(v, (int, float)) else v
                     for k, v in data.items()}
         try:
-            return cls(**check_json_fields(cls, data, "rollout spec"))
+            return from_json(cls, data, "rollout spec")
         except RolloutSpecError:
             raise
         except (TypeError, ValueError) as exc:
