@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py Makefile docker/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing dependencies into $(VENV) (first run only)"
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -c docker/constraints.txt torch==2.13.0
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -c docker/constraints.txt -e '.[worker,dev]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -c docker/constraints.txt -e '.[worker,rollouts,dev]'
 	@touch $(STAMP)
 
 # gRPC stubs are generated from proto/ (never committed, never edited).

@@ -1,5 +1,8 @@
 # The edge node image: onnxruntime, OpenCV and gRPC only (no torch), for linux/amd64 and linux/arm64:
 #   docker buildx build --platform linux/amd64,linux/arm64 -f docker/edge.Dockerfile -t edgefer/edge:0.1.0 .
+# and, as the stage `controller`, the fleet's rollout controller: the same package with scipy for its statistics,
+# which the boards never need (it runs centrally, next to Redis):
+#   docker build -f docker/edge.Dockerfile --target controller -t edgefer/controller:0.1.0 .
 #   make images / make image-check (podman or docker; a clean export of HEAD, checked from outside)
 # Also runs the device client (`edgefer-client`) and the operator CLI (`edgefer-registry`); the worker package is left out.
 # Every package version comes from docker/constraints.txt (the set the tests passed with).
@@ -12,6 +15,17 @@ COPY proto ./proto
 COPY edgefer ./edgefer
 COPY services ./services
 RUN pip install --prefix=/install . && python -c "import sys; sys.path.insert(0, '/install/lib/python3.11/site-packages'); import edgefer.v1.edge_pb2_grpc"
+
+FROM build AS controller-build
+RUN pip install --prefix=/controller '.[rollouts]'
+
+FROM python:3.11-slim AS controller
+ENV PYTHONUNBUFFERED=1
+COPY --from=controller-build /controller /usr/local
+RUN useradd --create-home --uid 10001 edgefer && python -c "import scipy.stats, edgefer.rollouts.controller"
+USER 10001
+EXPOSE 9300
+ENTRYPOINT ["edgefer-rollouts"]
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 EDGEFER_MODEL_CACHE_DIR=/var/lib/edgefer/models EDGEFER_MODEL_PATH=/app/models/ean-pruned.onnx

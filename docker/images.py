@@ -1,6 +1,6 @@
 """Build the project's images and check the edge image from outside, with docker or podman.
 
-    python docker/images.py build [--arm64]            # `make images`: edge and worker from the working tree
+    python docker/images.py build [--arm64]            # `make images`: edge, controller, worker from the tree
     python docker/images.py check [--arm64]            # `make image-check`: edge image from a clean export of HEAD
 
 `check` builds from `git archive HEAD` (what a CI system building from git sees: no generated stubs, no
@@ -205,6 +205,7 @@ def build(engine: Engine, arm64: bool) -> None:
     suffix = "-arm64" if arm64 else ""
     try:
         engine.build(REPO, "docker/edge.Dockerfile", f"edgefer/edge:dev{suffix}", arm64)
+        engine.build(REPO, "docker/edge.Dockerfile", f"edgefer/controller:dev{suffix}", arm64, ["--target", "controller"])
         engine.build(REPO, "docker/worker.Dockerfile", f"edgefer/worker:dev{suffix}", arm64,
                      [] if arm64 else torch_build_args())
     finally:

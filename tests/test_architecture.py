@@ -52,15 +52,37 @@ def test_the_protocol_never_imports_the_applications_built_on_it() -> None:
     assert not upward, upward
 
 
+def import_without(modules: list[str], missing: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Import `modules` in a fresh interpreter where the `missing` packages cannot be found (as if not installed:
+    a None in sys.modules would look imported to libraries that only peek there, as scipy does for torch)."""
+    code = (
+        "import importlib, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {missing!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    ) + "".join(f"importlib.import_module({name!r})\n" for name in modules)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def modules_under(folder: str) -> list[str]:
+    return sorted(".".join(path.relative_to(REPO).with_suffix("").parts) for path in (REPO / folder).rglob("*.py")
+                  if path.name != "__init__.py" and "v1" not in path.relative_to(REPO).parts)
+
+
 def test_every_edge_node_module_imports_without_torch() -> None:
-    modules = sorted(
-        ".".join(path.relative_to(REPO).with_suffix("").parts)
-        for path in (REPO / "services").rglob("*.py")
-        if path.name != "__init__.py"
-    )
-    code = "import importlib, sys\nsys.modules['torch'] = None\n" + "".join(
-        f"importlib.import_module({name!r})\n" for name in modules
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    modules = modules_under("services")
+    done = import_without(modules, ("torch",))
     assert done.returncode == 0, done.stderr
     assert len(modules) >= 15
+
+
+def test_the_edge_image_needs_no_scipy_only_the_rollout_controller_does() -> None:
+    """The boards' image has no scipy: every edge node module and operator command imports without it; the
+    controller's statistics are the one place that needs it (its image is the edge image's controller stage)."""
+    modules = [m for m in modules_under("services") + modules_under("edgefer/cli")
+               if not m.startswith("services.rollouts")]
+    done = import_without(modules, ("scipy", "torch"))
+    assert done.returncode == 0, done.stderr
+    assert import_without(["edgefer.rollouts.controller"], ("scipy",)).returncode != 0

@@ -166,7 +166,8 @@ def requirement_names() -> set[str]:
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    wanted = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["worker"],
+    extras = project["project"]["optional-dependencies"]
+    wanted = [*project["project"]["dependencies"], *extras["worker"], *extras["rollouts"],
               *project["build-system"]["requires"]]
     return {re.split(r"[<>=!~\[; ]", w, maxsplit=1)[0].lower().replace("_", "-") for w in wanted}
 
@@ -180,6 +181,18 @@ def test_every_dependency_the_images_install_is_pinned() -> None:
     assert requirement_names() <= set(pins), requirement_names() - set(pins)
     for dockerfile in ("edge.Dockerfile", "worker.Dockerfile"):
         assert "PIP_CONSTRAINT=" in (REPO / "docker" / dockerfile).read_text(), dockerfile
+
+
+def test_the_rollout_controller_runs_from_the_edge_images_controller_stage() -> None:
+    """The statistics (scipy) are in the controller's image only: the boards' image stays as small as it was."""
+    dockerfile = (REPO / "docker/edge.Dockerfile").read_text()
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M)
+    assert "controller" in stages and dockerfile.rstrip().endswith('ENTRYPOINT ["edgefer-edge"]')  # edge: the default
+    assert "'.[rollouts]'" in dockerfile
+    rollouts = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["rollouts"]
+    assert rollouts["build"]["target"] == "controller" and rollouts["image"].startswith("edgefer/controller:")
+    deployment = yaml.safe_load((REPO / "k8s/base/rollouts.yaml").read_text())
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].startswith("edgefer/controller:")
 
 
 def test_compose_builds_one_edge_image_and_makes_its_own_keys() -> None:

@@ -322,8 +322,8 @@ class JobRunner:
 
 
 def rollout_deadline_s(spec: RolloutSpec) -> float:
-    """Long enough for every step to settle and wait its bakes, with room for slow convergence."""
-    return 2 * len(spec.shares()) * (spec.settle_s() + spec.bake_s() * spec.max_wait_bakes) + 120
+    """Long enough for every step to settle and bake to its end, with room for slow convergence."""
+    return 2 * spec.longest_s() + 120
 
 
 def _scores(model: OnnxFaceClassifier, faces: Faces) -> dict:

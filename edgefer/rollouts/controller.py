@@ -5,8 +5,9 @@ match an active record (so a controller killed between the two writes finishes t
 the rollout on by at most one decision:
     start a step     the first ceil(share x live nodes) nodes in stable node-id order serve the canary
     open the window  once every participant serves its target, its status record is the baseline
-    judge            after the bake: canary vs stable nodes (edgefer/rollouts/analysis.py)
-                     pass -> next step (or promote at 100%), fail -> roll back, too little traffic -> wait
+    look             as the window's faces grow: canary vs stable on the spec's checks (edgefer/rollouts/analysis.py)
+                     pass -> next step (promote at 100%; or pause, when the step says so), fail -> roll back,
+                     inconclusive -> bake on; at the end of the step's bake -> pause (or roll back, as the spec says)
 A participant that goes stale holds the rollout (it never counts as healthy); when every participant is
 back, the step's window opens again. Every decision is logged in Redis with its numbers.
 
@@ -27,8 +28,12 @@ from edgefer.registry.desired import node_bucket
 from edgefer.registry.status import NodeStatus
 from edgefer.registry.store import ModelRegistry
 from edgefer.registry.version import version_label
-from edgefer.rollouts.analysis import Window, analyse, node_window
+from edgefer.rollouts.analysis import analyse
+from edgefer.rollouts.settle import settle
+from edgefer.rollouts.spec import CanaryStep
 from edgefer.rollouts.store import FINAL, RolloutRecord, RolloutStore
+from edgefer.rollouts.verdict import Analysis
+from edgefer.rollouts.window import Window, node_window
 
 log = logging.getLogger("edgefer.rollouts")
 CONVERGE_S = 60.0  # a participant must serve its step's target within this (or the bake, if longer) after settling
@@ -87,6 +92,7 @@ class RolloutController:
                     state="running",
                     baseline={},
                     bake_started=0.0,
+                    look_faces=0,
                     settle_until=settle,
                     reason="participants back: the window opens again",
                 ),
@@ -124,7 +130,9 @@ class RolloutController:
             participants=nodes,
             baseline={},
             bake_started=0.0,
-            waited_bakes=0,
+            looks=0,
+            look_faces=0,
+            failures={},
             settle_until=now + spec.settle_s(),
             reason=f"step {record.step + 1}: {count} of {len(nodes)} nodes serve version {record.version}",
         )
@@ -145,19 +153,20 @@ class RolloutController:
                 if node not in baseline and live[node].sha256 == targets[target]:
                     baseline[node] = asdict(live[node])
             opened = now if len(baseline) == len(record.participants) else 0.0
-            if not opened and now > record.settle_until + max(CONVERGE_S, spec.bake_s()):
+            converge_s = max(CONVERGE_S, spec.steps[record.step].bake_s())
+            if not opened and now > record.settle_until + converge_s:
                 late = [n for n in record.participants if n not in baseline]
                 return self._roll_back(
                     record,
                     f"node(s) {', '.join(late)} did not serve their target within "
-                    f"{max(CONVERGE_S, spec.bake_s()):.0f}s",
+                    f"{converge_s:.0f}s",
                     None,
                 )
             if baseline != record.baseline or opened:
                 return self._save(record, replace(record, baseline=baseline, bake_started=opened), None, "")
             return record
-        if now - record.bake_started < spec.bake_s():
-            return record
+        step = spec.steps[record.step]
+        final = now - record.bake_started >= step.bake_s()
         canary, stable = Window(), Window()
         for node in record.participants:
             before = NodeStatus.from_dict(record.baseline[node])
@@ -165,46 +174,32 @@ class RolloutController:
                 canary.add(node_window(before, live[node], version_label(record.version)))
             else:
                 stable.add(node_window(before, live[node], version_label(record.stable)))
-        analysis = analyse(spec, canary, stable)
+        enough = min(canary.faces, stable.faces) >= spec.min_faces
+        if not final and not (enough and canary.faces >= record.look_faces * spec.look_growth):
+            return record
+        analysis = analyse(spec, canary, stable, record.looks + 1, record.failures)
+        looked = replace(record, looks=record.looks + (analysis.verdict != "wait"), look_faces=canary.faces,
+                         failures=analysis.failures, last_analysis=analysis.to_dict())
         if analysis.verdict == "fail":
-            return self._roll_back(record, analysis.reason, analysis.to_dict())
-        if analysis.verdict == "wait":
-            waited = record.waited_bakes + 1
-            if waited >= spec.max_wait_bakes:
-                return self._save(
-                    record,
-                    replace(
-                        record,
-                        state="paused",
-                        waited_bakes=waited,
-                        last_analysis=analysis.to_dict(),
-                        reason=f"{analysis.reason} after {waited} bake windows: paused",
-                    ),
-                    "pause",
-                    analysis.reason,
-                    analysis.to_dict(),
-                )
-            return self._save(
-                record,
-                replace(
-                    record,
-                    bake_started=now,
-                    waited_bakes=waited,
-                    last_analysis=analysis.to_dict(),
-                    reason=analysis.reason,
-                ),
-                "wait",
-                analysis.reason,
-                analysis.to_dict(),
-            )
-        advanced = replace(
-            record,
-            step=record.step + 1,
-            participants=[],
-            last_analysis=analysis.to_dict(),
-            reason=f"step {record.step + 1} passed",
-        )
-        return self._save(record, advanced, "advance", f"step {record.step + 1} passed", analysis.to_dict())
+            return self._roll_back(looked, analysis.reason, analysis.to_dict())
+        if analysis.verdict == "pass":
+            return self._advance(looked, step, analysis)
+        if not final:
+            return self._save(record, replace(looked, reason=analysis.reason), "inconclusive", analysis.reason,
+                              analysis.to_dict())
+        reason = f"step {record.step + 1} undecided after its bake of {step.bake}: {analysis.reason}"
+        if spec.on_inconclusive == "rollback":
+            return self._roll_back(looked, reason, analysis.to_dict())
+        return self._save(record, replace(looked, state="paused", reason=f"{reason}; paused for the operator"),
+                          "pause", reason, analysis.to_dict())
+
+    def _advance(self, record: RolloutRecord, step: CanaryStep, analysis: Analysis) -> RolloutRecord | None:
+        """The step passed: the next one starts (or, when this step asks for it, waits for `rollout resume`)."""
+        reason = f"step {record.step + 1} passed at look {analysis.look} ({analysis.canary['faces']} canary faces)"
+        advanced = replace(record, step=record.step + 1, participants=[], reason=reason)
+        if step.pause:
+            advanced = replace(advanced, state="paused", reason=f"{reason}; paused for the operator (the step's pause)")
+        return self._save(record, advanced, "advance", reason, analysis.to_dict())
 
     def _roll_back(self, record: RolloutRecord, reason: str, analysis: dict | None) -> RolloutRecord | None:
         return self._end(record, "rolled_back", f"step {record.step + 1}: {reason}", analysis)
@@ -219,18 +214,7 @@ class RolloutController:
     # -- registry and bookkeeping -----------------------------------------------------------------
 
     def settle(self, record: RolloutRecord) -> RolloutRecord | None:
-        """Apply a finished rollout's outcome to the registry if nothing else has changed it since, then mark the
-        record settled so that it is never applied again (None when an operator changed the record meanwhile)."""
-        desired = self.registry.desired()
-        in_rollout_shape = (
-            desired is not None
-            and desired.version == record.stable
-            and desired.canary is not None
-            and desired.canary.version == record.version
-        )
-        if in_rollout_shape:
-            self.registry.promote(record.version if record.state == "promoted" else record.stable)
-        return self.store.put_if(replace(record, settled=True), record.revision)
+        return settle(self.registry, self.store, record)
 
     def reconcile(self, record: RolloutRecord) -> None:
         """Make the desired record serve an active rollout's canary on its canary nodes (idempotent)."""

@@ -34,7 +34,7 @@ class RolloutRecord(JsonRecord):
 
     version: int  # the canary
     stable: int  # what the fleet served when the rollout started (the rollback target)
-    spec: dict  # RolloutSpec.to_dict()
+    spec: dict  # RolloutSpec.to_dict() (a record of an earlier release may hold its flat keys: read with them)
     state: str = "running"
     step: int = 0  # index into the spec's steps
     canary_nodes: list[str] = field(default_factory=list)
@@ -42,7 +42,9 @@ class RolloutRecord(JsonRecord):
     baseline: dict = field(default_factory=dict)  # node id -> its status record when the bake window opened for it
     settle_until: float = 0.0  # no baseline is taken before this (a step's swaps, a resumed node's backlog)
     bake_started: float = 0.0  # 0: the window opens once every participant serves its target
-    waited_bakes: int = 0
+    looks: int = 0  # looks taken at this step (each spends part of the checks' error rates)
+    look_faces: int = 0  # the canary's faces at the last look of this window (the next waits for look_growth times)
+    failures: dict = field(default_factory=dict)  # metric -> failed looks at this step
     reason: str = ""  # why the rollout is in its state
     last_analysis: dict | None = None
     settled: bool = False  # a finished rollout's outcome was applied to the desired record (never again after)
@@ -56,7 +58,7 @@ class RolloutRecord(JsonRecord):
         return self.state in ACTIVE
 
     def rollout_spec(self) -> RolloutSpec:
-        return RolloutSpec.from_dict(self.spec)
+        return RolloutSpec.from_dict(self.spec, warn=False)
 
     def share(self) -> float:
         """The canary share of the current step (of the last one once every step passed)."""

@@ -24,7 +24,7 @@ from edgefer.rollouts.controller import RolloutController
 from edgefer.rollouts.store import ACTIVE, FINAL, RolloutError, RolloutStore
 
 log = logging.getLogger("edgefer.rollouts")
-DECISIONS = ("step", "advance", "wait", "hold", "resume", "pause", "promoted", "rolled_back", "aborted")
+DECISIONS = ("step", "advance", "inconclusive", "hold", "resume", "pause", "promoted", "rolled_back", "aborted")
 
 
 @dataclass(frozen=True)
