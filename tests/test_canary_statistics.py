@@ -12,7 +12,7 @@ from edgefer.cli.registry import build_parser
 from edgefer.cli.rollouts import spec_from_args
 from edgefer.rollouts.analysis import analyse, faces_to_decide, judge
 from edgefer.rollouts.spec import METRICS, CanaryStep, MetricCheck, RolloutSpec, RolloutSpecError
-from edgefer.rollouts.statistics import (COMPARATORS, Comparison, class_mix, histogram_quantiles, latency_quantile,
+from edgefer.rollouts.statistics import (COMPARATORS, Comparison, class_mix, histogram_quantiles, time_quantile,
                                          look_alpha, rate_increase)
 from edgefer.rollouts.verdict import check_lines
 from edgefer.rollouts.window import Window, js_divergence
@@ -55,12 +55,12 @@ def test_histogram_quantiles_interpolate_as_prometheus_does() -> None:
 
 def test_latency_known_answers() -> None:
     same = {"0.001": 50, "0.002": 100, "+Inf": 100}
-    result = latency_quantile(0.5)(Window(latency_buckets=same), Window(latency_buckets=dict(same)), 0.05)
+    result = time_quantile(0.5)(Window(latency_buckets=same), Window(latency_buckets=dict(same)), 0.05)
     assert result.effect == 0 and result.lower < 0 < result.upper and result.p_value > 0.3
     slower = {"0.001": 0, "0.002": 100, "+Inf": 100}  # every frame in the upper bucket: median 1 ms -> 1.5 ms
-    result = latency_quantile(0.5)(Window(latency_buckets=slower), Window(latency_buckets=same), 0.05)
+    result = time_quantile(0.5)(Window(latency_buckets=slower), Window(latency_buckets=same), 0.05)
     assert result.effect == pytest.approx(0.5) and result.p_value < 1e-10 and result.lower > 0.2
-    nothing = latency_quantile(0.5)(Window(), Window(latency_buckets=same), 0.05)
+    nothing = time_quantile(0.5)(Window(), Window(latency_buckets=same), 0.05)
     assert nothing.lower == -math.inf and nothing.upper == math.inf  # decides nothing
 
 
@@ -137,7 +137,7 @@ def test_a_spec_is_steps_and_checks_with_shorthands_and_the_flat_keys_of_earlier
     legacy = RolloutSpec.from_dict({"steps": "50,100", "bake": 30, "max_divergence": 0.2, "max_latency_ratio": 1.5,
                                     "latency_slack_ms": 2.0, "max_wait_bakes": 3})
     effects = {c.metric: c.effect for c in legacy.checks}
-    assert effects["class_mix"] == 0.2 and effects["latency_p50"] == effects["latency_p90"] == 0.5
+    assert effects["class_mix"] == 0.2 and effects["latency_p90"] == 0.5
     assert legacy.steps[0].bake == "30" and "max_divergence is now the effect of check(s) class_mix" in caplog.text
     for bad, message in (({"steps": "5,50"}, "ending at 100"), ({"steps": [{"share": 150}]}, "share"),
                          ({"checks": [{"metric": "speed", "effect": 1}]}, "unknown"),
@@ -162,3 +162,16 @@ def test_rollout_start_flags_make_the_same_spec_as_json(tmp_path) -> None:
     from_file = spec_from_args(build_parser().parse_args(["rollout", "start", "7", "--spec", str(file), "--bake", "30s"]))
     assert from_file.steps == (CanaryStep(20, "30s"), CanaryStep(100, "30s"))
     assert from_file.checks == (MetricCheck("class_mix", 0.05),)
+
+
+def test_a_node_reports_its_models_own_time_per_face_by_version() -> None:
+    """The model_p50 check's input: an onnxruntime call's time over its faces, in the status record's field stats."""
+    from services.edge.field_stats import field_summary
+    from services.edge.metrics import EdgeMetrics
+
+    metrics = EdgeMetrics()
+    metrics.record_model_time("3", 0.002, faces=4)  # 0.5 ms a face
+    metrics.record_model_time("3", 0.001, faces=0)  # no faces: nothing to count
+    versions, _ = field_summary(metrics.registry)
+    buckets = versions["3"]["model"]["buckets"]
+    assert buckets["+Inf"] == 1 and buckets["0.0005"] == 1 and buckets["0.00042"] == 0

@@ -34,7 +34,7 @@ RATES = [{"metric": "error_rate", "effect": 0.05}, {"metric": "dropped_rate", "e
 # For the tests of stepping, holding and resuming with a candidate that is the stable function in other bytes: a
 # scheduling blip of a shared 2-core runner (a resumed node's backlog, a neighbour's training) moved a p99 of
 # 2 ms to 5 ms there; latency is what the slow-candidate test checks.
-LATENCY_NOISE = [{"metric": "latency_p50", "effect": 3.0}, {"metric": "latency_p90", "effect": 3.0}]
+LATENCY_NOISE = [{"metric": "model_p50", "effect": 3.0}, {"metric": "latency_p90", "effect": 3.0}]
 
 
 def spec(steps: str, checks: list[dict] = (), **settings) -> RolloutSpec:
@@ -206,7 +206,7 @@ def test_a_slow_version_is_rolled_back_on_latency(fleet) -> None:
     slow = publish(STABLE, heavy=heavy_for(15.0))  # frames of a few ms become ~20 ms: far past the +20% floors
     start_rollout(registry, slow, spec("30,60,100"), "test")
     record = drive(RolloutController(registry, stale_after_s=3), {"promoted", "rolled_back", "paused", "aborted"})
-    assert record.state == "rolled_back" and "latency_p" in record.reason, record.reason
+    assert record.state == "rolled_back" and "model_p50" in record.reason, record.reason
     assert "class_mix" not in record.reason  # the same answers, only slower
 
 

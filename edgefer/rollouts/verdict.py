@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-RELATIVE = ("latency_p50", "latency_p90", "latency_p99")
+RELATIVE = ("model_p50", "model_p90", "latency_p50", "latency_p90", "latency_p99")
 
 
 @dataclass

@@ -24,6 +24,7 @@ class Window:
     confidence_sum: float = 0.0
     confidence_buckets: dict[str, int] = field(default_factory=dict)  # le -> cumulative count of top-1 confidences
     latency_buckets: dict[str, int] = field(default_factory=dict)  # le (seconds) -> cumulative count of frames
+    model_buckets: dict[str, int] = field(default_factory=dict)  # le (seconds) -> cumulative count of model calls
     ok: int = 0
     errors: int = 0
     dropped: int = 0
@@ -34,7 +35,7 @@ class Window:
         self.classes = [a + b for a, b in zip(self.classes, other.classes, strict=True)]
         self.confidence_sum += other.confidence_sum
         for mine, theirs in ((self.confidence_buckets, other.confidence_buckets),
-                             (self.latency_buckets, other.latency_buckets)):
+                             (self.latency_buckets, other.latency_buckets), (self.model_buckets, other.model_buckets)):
             for le, count in theirs.items():
                 mine[le] = mine.get(le, 0) + count
         self.ok += other.ok
@@ -68,6 +69,7 @@ def node_window(before: NodeStatus | None, after: NodeStatus, version: str) -> W
         confidence_sum=now.get("confidence", {}).get("sum", 0.0) - then.get("confidence", {}).get("sum", 0.0),
         confidence_buckets=buckets("confidence"),
         latency_buckets=buckets("latency"),
+        model_buckets=buckets("model"),
     )
     for name in ("ok", "errors", "dropped"):
         setattr(window, name, after.traffic.get(name, 0) - before.traffic.get(name, 0))

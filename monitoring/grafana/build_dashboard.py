@@ -127,6 +127,10 @@ def dashboard() -> dict:
             [(latency_quantile(0.99, "edgefer_version_latency_seconds", "version") + " and on (version) "
               "(sum by (version) (rate(edgefer_version_latency_seconds_count[$__rate_interval])) > 0)", "v{{version}}")], "s",
             description="Only versions that served frames in the interval: a version a node no longer serves has no line.")
+    lay.add("Model time per face p50 by model version",
+            [(latency_quantile(0.5, "edgefer_version_model_seconds", "version") + " and on (version) "
+              "(sum by (version) (rate(edgefer_version_model_seconds_count[$__rate_interval])) > 0)", "v{{version}}")], "s",
+            description="onnxruntime's own time per face, without queueing: the rollout check model_p50 compares it.")
     lay.add("Worker job progress and stage",
             [("edgefer_worker_job_progress_ratio", "progress"), ("edgefer_worker_stage == 1", "{{edgefer_worker_stage}}")],
             "percentunit")

@@ -1,5 +1,5 @@
 """A node's field statistics as plain numbers for its status record: per model version, the predicted classes,
-the top-1 confidence and latency histograms and faces per frame; and the node's traffic outcomes.
+the top-1 confidence, frame latency and model time histograms and faces per frame; and the node's traffic outcomes.
 
 Cumulative since the node started (its `started` time says when); a rollout controller takes differences
 over its bake window (edgefer/rollouts/analysis.py). Read from the node's Prometheus registry, so a node of
@@ -16,9 +16,14 @@ from edgefer.labels import CLASSES
 from services.edge.metrics import FIELD_FAMILIES
 
 
+HISTOGRAMS = {"edgefer_prediction_confidence": "confidence", "edgefer_version_latency_seconds": "latency",
+              "edgefer_version_model_seconds": "model"}
+
+
 def field_summary(registry: CollectorRegistry) -> tuple[dict, dict]:
     """(per-version field statistics, node traffic) from a node's registry."""
-    versions: dict[str, dict] = defaultdict(lambda: {"classes": [0] * len(CLASSES), "confidence": {}, "latency": {}})
+    versions: dict[str, dict] = defaultdict(
+        lambda: {"classes": [0] * len(CLASSES), "confidence": {}, "latency": {}, "model": {}})
     traffic = {"ok": 0, "invalid": 0, "dropped": 0, "errors": 0}
     for family in registry.collect():
         for sample in family.samples:
@@ -42,8 +47,8 @@ def _add_field(stats: dict, family: str, name: str, labels: dict, value: float) 
             stats["frames"] = int(value)
         elif name.endswith("_sum"):
             stats["faces"] = int(value)
-    elif family in ("edgefer_prediction_confidence", "edgefer_version_latency_seconds"):
-        histogram = stats["confidence" if family == "edgefer_prediction_confidence" else "latency"]
+    elif family in HISTOGRAMS:
+        histogram = stats[HISTOGRAMS[family]]
         if name.endswith("_bucket"):
             histogram.setdefault("buckets", {})[labels["le"]] = int(value)
         elif name.endswith("_sum"):

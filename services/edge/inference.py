@@ -8,6 +8,7 @@ with the results, so a swap can never make an answer name a model other than the
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,7 +28,10 @@ def _infer(holder: ModelHolder, metrics: EdgeMetrics, faces: np.ndarray) -> tupl
     if model is None:
         raise NoModelError("no model loaded yet")
     metrics.batch_faces.observe(len(faces))
-    return softmax(model.classifier.logits(faces)), model
+    started = time.perf_counter()
+    logits = model.classifier.logits(faces)
+    metrics.record_model_time(model.version, time.perf_counter() - started, len(faces))
+    return softmax(logits), model
 
 
 class DirectInference:
