@@ -12,8 +12,15 @@ from edgefer.cli.registry import build_parser
 from edgefer.cli.rollouts import spec_from_args
 from edgefer.rollouts.analysis import analyse, faces_to_decide, judge
 from edgefer.rollouts.spec import METRICS, CanaryStep, MetricCheck, RolloutSpec, RolloutSpecError
-from edgefer.rollouts.statistics import (COMPARATORS, Comparison, class_mix, histogram_quantiles, time_quantile,
-                                         look_alpha, rate_increase)
+from edgefer.rollouts.statistics import (
+    COMPARATORS,
+    Comparison,
+    class_mix,
+    histogram_quantiles,
+    look_alpha,
+    rate_increase,
+    time_quantile,
+)
 from edgefer.rollouts.verdict import check_lines
 from edgefer.rollouts.window import Window, js_divergence
 from services.edge.metrics import CONFIDENCE_BUCKETS, VERSION_LATENCY_BUCKETS

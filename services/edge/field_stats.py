@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry
 from edgefer.labels import CLASSES
 from services.edge.metrics import FIELD_FAMILIES
 
-
 HISTOGRAMS = {"edgefer_prediction_confidence": "confidence", "edgefer_version_latency_seconds": "latency",
               "edgefer_version_model_seconds": "model"}
 
