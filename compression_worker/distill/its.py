@@ -8,6 +8,8 @@ averaged ensemble). Two ways to learn from a teacher (`mode`):
                 (cheap: a CPU budget), refined across rounds by `refine` (latest | average)
     consistent  the teacher runs on the student's own augmented and mixed batch every step
                 (function matching); refine=average makes every earlier teacher join an ensemble
+    views       the teacher labels K stored augmented views of every face once, the student trains on those
+                (compression_worker/distill/views.py: a CPU's way to function matching; refine as consistent)
 A student starts from the previous round's weights when the architectures match (weight transfer, with a
 warm-restarted schedule at `restart_lr`), else from `student_init` or a fresh seeded init.
 
@@ -31,6 +33,14 @@ import torch
 from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_labels, refine, save_cached
 from compression_worker.distill.teachers import EnsembleTeacher, Teacher, TorchTeacher, load_teachers, teacher_report
+from compression_worker.distill.views import (
+    StoredViews,
+    ViewInputs,
+    make_views,
+    teacher_key,
+    view_kd_criterion,
+    view_spec,
+)
 from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
 from compression_worker.training.checkpoint import load_model, load_network, save_model
@@ -78,7 +88,7 @@ def _teacher_of_round(k: int, cfg: ITSConfig, workdir: Path, device: torch.devic
             return load_teachers(cfg.teachers, device, threads, cfg.mirror_soft_labels)
         return TorchTeacher(load_network(path), device, cfg.mirror_soft_labels, name=f"round{j}")
 
-    if cfg.mode == "consistent" and cfg.refine == "average" and k > 1:
+    if cfg.mode in ("consistent", "views") and cfg.refine == "average" and k > 1:
         return EnsembleTeacher([model_of(j) for j in range(k)])
     return model_of(k - 1)
 
@@ -104,6 +114,20 @@ def _cached_criterion(k: int, cfg: ITSConfig, teacher: Teacher, splits: DataSpli
     return criterion, refined
 
 
+def _stored_views(k: int, cfg: ITSConfig, optim: OptimConfig, teacher: Teacher, splits: DataSplits, workdir: Path,
+                  device: torch.device) -> StoredViews:
+    """Round k's views: made once by its teacher (round 1's in `view_cache` when given, to share between runs)."""
+    def files_of(j: int) -> list[Path]:
+        path = workdir / f"round{j}" / "model.pt"
+        return [path] if path.exists() else [Path(t) for t in cfg.teachers]
+
+    paths = [p for j in (range(k) if cfg.refine == "average" else [k - 1]) for p in files_of(j)]
+    folder = cfg.view_cache if k == 1 and cfg.view_cache else workdir / f"round{k}" / "views"
+    spec = view_spec(cfg.views, optim.augment, 0, teacher_key(paths), splits.train.x)  # seed 0: students of every seed share them
+    print(f"{cfg.views} stored views per face from {teacher.name} in {folder}", flush=True)
+    return make_views(folder, teacher, splits.train.x, spec, optim.augment, device)
+
+
 def _student_round(
     k: int,
     cfg: ITSConfig,
@@ -122,13 +146,18 @@ def _student_round(
                                            seed=optim.seed + k)
     round_optim = replace(optim, lr=cfg.restart_lr if transferred else optim.lr, seed=optim.seed + k)
     extra: dict = {"round": k, "teacher": teacher.name, "mode": cfg.mode, "weights_transferred": transferred}
-    refined = None
+    refined, inputs = None, None
     if cfg.mode == "cached":
         criterion, refined = _cached_criterion(k, cfg, teacher, splits, folder, device, previous, optim)
         extra["soft_label_train_agreement"] = float(np.mean(refined.argmax(1) == splits.train.y))
+    elif cfg.mode == "views":
+        views = _stored_views(k, cfg, optim, teacher, splits, workdir, device)
+        criterion = view_kd_criterion(views, cfg.alpha, cfg.temperature, optim.label_smoothing)
+        inputs = ViewInputs(views, seed=round_optim.seed)
+        extra["views"] = views.count
     else:
         criterion = consistent_kd_criterion(teacher, cfg.alpha, cfg.temperature, optim.label_smoothing)
-    Trainer(student, round_optim, folder, device, criterion=criterion).fit(splits.train, splits.val)
+    Trainer(student, round_optim, folder, device, criterion=criterion, inputs=inputs).fit(splits.train, splits.val)
     best = load_model(folder / "best.pt")
     save_model(best, folder / "model.pt")
     write_json_atomic(folder / "metrics.json", model_metrics(best, splits, device, extra))
@@ -143,6 +172,8 @@ def run_its(
     for path in (*cfg.teachers, *([cfg.student_init] if cfg.student_init else [])):
         if not Path(path).exists():
             raise ValueError(f"{path}: no such model file")
+    if cfg.mode == "views" and (optim.mix.mixup_alpha > 0 or optim.mix.cutmix_alpha > 0):
+        raise ValueError("distill mode views trains on the stored views as they are: turn mixup and CutMix off")
     workdir.mkdir(parents=True, exist_ok=True)
     source_commit = git_commit()
     splits = load_splits(data)

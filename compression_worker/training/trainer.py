@@ -42,6 +42,7 @@ class Batch:
     y: torch.Tensor  # hard labels of the faces before mixing
     indices: torch.Tensor  # the faces' positions in the training set
     mix: Mix | None = None
+    view: torch.Tensor | None = None  # with stored views: which view of each face (compression_worker/distill/views.py)
 
     def blend(self, per_face: torch.Tensor) -> torch.Tensor:
         """Per-face target rows (soft labels, one-hot) mixed the way the inputs were."""
@@ -50,6 +51,24 @@ class Batch:
 
 class Criterion(Protocol):
     def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+
+class Inputs(Protocol):
+    """Where a step's batch comes from: the faces at `idx`, augmented and mixed on the fly, or stored views."""
+
+    def __call__(self, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, epoch: int,
+                 generator: torch.Generator) -> Batch: ...
+
+
+def augmented_inputs(cfg: OptimConfig) -> Inputs:
+    """The faces augmented and mixed on the fly, a new random view every time (the default)."""
+
+    def make(x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, epoch: int,
+             generator: torch.Generator) -> Batch:
+        xb, mix = mix_batch(augment_faces(x_all[idx].float().unsqueeze(1), cfg.augment, generator), cfg.mix, generator)
+        return Batch(xb.contiguous(memory_format=torch.channels_last), y_all[idx], idx, mix)
+
+    return make
 
 
 def batch_cross_entropy(logits: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:
@@ -152,12 +171,14 @@ class Trainer:
         workdir: Path,
         device: torch.device,
         criterion: Criterion | None = None,
+        inputs: Inputs | None = None,
     ) -> None:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.cfg = cfg
         self.workdir = workdir
         self.device = device
         self.criterion = criterion or hard_label_loss(cfg.label_smoothing)
+        self.inputs = inputs or augmented_inputs(cfg)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
@@ -214,8 +235,7 @@ class Trainer:
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     idx = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
-                    xb, mix = mix_batch(augment_faces(x_all[idx].float().unsqueeze(1), cfg.augment, gen), cfg.mix, gen)
-                    batch = Batch(xb.contiguous(memory_format=torch.channels_last), y_all[idx], idx, mix)
+                    batch = self.inputs(x_all, y_all, idx, epoch, gen)
                     with autocast(self.device, self.precision):
                         logits = self.model(batch.x)
                         loss = self.criterion(logits.float(), batch)

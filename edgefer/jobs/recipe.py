@@ -24,6 +24,7 @@ from edgefer.settings_fields import option
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 DISTILL_MODES: tuple[str, ...] = ("cached", "consistent")
+ITS_MODES: tuple[str, ...] = (*DISTILL_MODES, "views")  # views: stored augmented views (ITS rounds only, for now)
 IMPORTANCES: tuple[str, ...] = ("l2-gamma", "l1", "bn-gamma", "random")  # l2-gamma is the method's; the rest ablations
 RATIO_MODES: tuple[str, ...] = ("derived", "uniform")
 MAX_PRUNE_TARGET = 0.95  # a larger share of the MACs removed leaves no network worth retraining
@@ -129,9 +130,11 @@ class ITSConfig:
     restart_lr: float = 0.05  # peak learning rate of a warm-restarted round (weight transfer)
     teachers: tuple[Path, ...] = option((), flag="teacher", doc="round 0 given, not trained: a checkpoint of any zoo "
                                         "architecture or an .onnx; repeat for an ensemble")
-    mode: str = option("cached", choices=DISTILL_MODES, doc="cached soft labels per round, or the teacher on every "
-                       "augmented batch (function matching)")
+    mode: str = option("cached", choices=ITS_MODES, doc="cached soft labels per round, the teacher on every augmented "
+                       "batch (consistent: function matching), or on stored augmented views made once (views)")
     student_init: Path | None = None  # round 1's start when the teacher is another architecture (an EAN model.pt)
+    views: int = 8  # mode views: augmented views per face, each labelled once by the teacher
+    view_cache: Path | None = None  # mode views: a folder to keep round 1's views in, shared by runs with its teacher
 
     def __post_init__(self) -> None:
         if self.arch not in PRESETS:
@@ -140,12 +143,15 @@ class ITSConfig:
             raise ValueError("rounds must be >= 0, temperature > 0 and alpha in [0, 1]")
         if self.refine not in ("latest", "average"):
             raise ValueError(f"unknown soft-label refinement {self.refine!r}; use latest or average")
-        if self.mode not in DISTILL_MODES:
-            raise ValueError(f"unknown distill_mode {self.mode!r}; use {' or '.join(DISTILL_MODES)}")
+        if self.mode not in ITS_MODES:
+            raise ValueError(f"unknown distill_mode {self.mode!r}; use {' or '.join(ITS_MODES)}")
+        if self.views < 1:
+            raise ValueError("views must be >= 1")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "teachers": [str(t) for t in self.teachers],
-                "student_init": str(self.student_init) if self.student_init else None}
+                "student_init": str(self.student_init) if self.student_init else None,
+                "view_cache": str(self.view_cache) if self.view_cache else None}
 
 
 @dataclass(frozen=True)

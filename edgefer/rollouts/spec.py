@@ -95,7 +95,8 @@ class MetricCheck:
 DEFAULT_STEPS = tuple(CanaryStep(share) for share in (5, 25, 50, 100))
 DEFAULT_CHECKS = (
     MetricCheck("model_p50", 0.2),  # the model's own time per face: 20% slower is a regression
-    MetricCheck("latency_p90", 0.3),  # what clients wait for, tail included (queueing makes it noisier)
+    MetricCheck("latency_p90", 0.5),  # what clients wait for, tail included: a board's own scheduling moves it
+    # by 20% between boards serving the same model (docs/BENCHMARKS.md §11), so its floor is wider
     MetricCheck("class_mix", 0.1),
     MetricCheck("confidence", 0.1),
     MetricCheck("error_rate", 0.02),  # showing "under 2 points more" takes ~500 faces without errors
