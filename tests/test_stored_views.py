@@ -12,8 +12,7 @@ import torch
 
 from compression_worker.cli import main as worker_main
 from compression_worker.distill.teachers import TorchTeacher
-from compression_worker.distill.views import (ViewCacheError, ViewInputs, make_views, view_kd_criterion,
-                                              view_spec)
+from compression_worker.distill.views import ViewCacheError, ViewInputs, make_views, view_kd_criterion, view_spec
 from compression_worker.export import export_onnx
 from compression_worker.model.ean import EAN, EANConfig
 from compression_worker.training.trainer import OptimConfig, Trainer
