@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -68,33 +70,36 @@ def republished(model: onnx.ModelProto, tag: str) -> bytes:
     return copy.SerializeToString()
 
 
-def per_face_ms(blob: bytes, face: np.ndarray, runs: int = 400) -> float:
-    """Median onnxruntime time of one face on one thread (as the nodes run it)."""
+def face_times_ms(blobs: list[bytes], face: np.ndarray, rounds: int = 40, runs: int = 25) -> list[float]:
+    """Median onnxruntime time of one face on one thread (as the nodes run it) for each model, measured in
+    interleaved rounds so that every model sees the same load of a busy machine."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: face}
-    for _ in range(30):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - started)
-    return 1e3 * float(np.median(times))
+    sessions = [ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]) for blob in blobs]
+    feeds = [{s.get_inputs()[0].name: face} for s in sessions]
+    times: list[list[float]] = [[] for _ in sessions]
+    for round_ in range(rounds + 1):
+        for session, feed, own in zip(sessions, feeds, times, strict=True):
+            for _ in range(runs):
+                started = time.perf_counter()
+                session.run(None, feed)
+                if round_:  # the first round warms up
+                    own.append(time.perf_counter() - started)
+    return [1e3 * float(np.median(own)) for own in times]
 
 
 def slowed_by(model: onnx.ModelProto, fraction: float, face: np.ndarray) -> tuple[bytes, float, float]:
     """slowed() with as many extra MatMuls as make its time per face (1 + fraction) x the model's (measured, then
-    corrected twice: the MatMuls' cost is not quite linear); with the two measured times."""
-    base = per_face_ms(model.SerializeToString(), face)
+    corrected twice: the MatMuls' cost is not quite linear); with the two times measured last."""
+    plain = model.SerializeToString()
     count = 16
     for _ in range(3):
         blob = slowed(model, count)
-        measured = per_face_ms(blob, face)
+        base, measured = face_times_ms([plain, blob], face)
         count = max(1, round(count * fraction * base / max(measured - base, 1e-6)))
     blob = slowed(model, count)
-    return blob, base, per_face_ms(blob, face)
+    base, measured = face_times_ms([plain, blob], face)
+    return blob, base, measured
 
 
 @dataclass
@@ -142,6 +147,7 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="also roll out the serving model's INT8 version")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fer2013" / "test_public.npz")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a killed run still stops its nodes and redis-server
     spec = build_spec(args)
     serving_model = onnx.load(str(REPO / "models" / "ean-pruned.onnx"))
     faces = load_faces(args.data).x
