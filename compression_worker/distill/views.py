@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def _one_view(teacher: Teacher, faces: np.ndarray, augment: AugmentConfig, seed:
     """Every face augmented once (seeded) and rounded to pixels, and the teacher's logits on those pixels."""
     generator = torch.Generator(device=device).manual_seed(seed)
     images, logits = [], []
-    for i in tqdm(range(0, len(faces), batch_size), desc=f"view {k + 1}/{total}", leave=False, mininterval=5):
+    steps = range(0, len(faces), batch_size)
+    for i in tqdm(steps, desc=f"view {k + 1}/{total}", leave=False, mininterval=5, disable=not sys.stderr.isatty()):
         x = torch.from_numpy(faces[i : i + batch_size]).to(device).float().unsqueeze(1)
         view = augment_faces(x, augment, generator).round_().clamp_(0, 255)
         logits.append(teacher.logits(view.contiguous(memory_format=torch.channels_last)).float().cpu())
