@@ -110,7 +110,7 @@ class Outcome:
     seconds: float
     canary_faces: int
     looks: int
-    reason: str
+    reason: str  # why it ended; for a promoted one, what was still undecided at its last inconclusive look
 
     @property
     def kind(self) -> str:
@@ -191,11 +191,15 @@ def main() -> None:
                         record = controller.tick()
                     seconds = time.monotonic() - started
                     analysis = record.last_analysis or {}
+                    undecided = [d["reason"] for d in store.decisions(100)
+                                 if d["version"] == version and d["decision"] == "inconclusive"]
+                    reason = record.reason if record.state != "promoted" else (undecided or ["-"])[0]
                     outcomes.append(Outcome(name, record.state, record.step + (record.state != "promoted"), seconds,
                                             (analysis.get("canary") or {}).get("faces", 0), analysis.get("look", 0),
-                                            record.reason))
+                                            reason))
                     print(f"round {round_ + 1} {name:<9} {record.state:<12} step {outcomes[-1].step} "
-                          f"{seconds:6.1f} s  {outcomes[-1].canary_faces:>6} faces  {record.reason[:150]}", flush=True)
+                          f"{seconds:6.1f} s  {outcomes[-1].canary_faces:>6} faces  {record.reason[:150]}"
+                          + (f" (held by {decided_by(reason)})" if record.state == "promoted" else ""), flush=True)
                     if record.state == "paused":
                         store.update(lambda old: replace(old, state="aborted", reason="benchmark: undecided"))
                         controller.tick()  # settles it: the canary goes
@@ -219,11 +223,11 @@ def print_table(args: argparse.Namespace, spec: RolloutSpec, outcomes: list[Outc
     print(f"serving model {base_ms:.3f} ms a face on one thread; slow candidate {slow_ms:.3f} ms "
           f"({slow_ms / base_ms - 1:+.0%})\n")
     print(f"{'candidate':<10} {'n':>3} {'promoted':>8} {'rb step 1':>9} {'rb later':>8} {'paused':>6} "
-          f"{'median s':>8} {'median faces':>12} {'median looks':>12}  decided by")
+          f"{'median s':>8} {'median faces':>12} {'median looks':>12}  decided by (promoted: held longest by)")
     for name in dict.fromkeys(o.candidate for o in outcomes):
         rows = [o for o in outcomes if o.candidate == name]
         kinds = Counter(o.kind for o in rows)
-        by = Counter(decided_by(o.reason) for o in rows if o.state != "promoted")
+        by = Counter(decided_by(o.reason) for o in rows)
         print(f"{name:<10} {len(rows):>3} {kinds['promoted']:>8} {kinds['rolled back at step 1']:>9} "
               f"{kinds['rolled back later']:>8} {kinds['paused']:>6} {statistics.median(o.seconds for o in rows):>8.1f} "
               f"{statistics.median(o.canary_faces for o in rows):>12.0f} {statistics.median(o.looks for o in rows):>12.0f}"
