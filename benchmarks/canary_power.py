@@ -14,7 +14,6 @@ import argparse
 import math
 import statistics
 from collections import Counter
-from collections.abc import Callable
 
 import numpy as np
 
@@ -94,8 +93,8 @@ def main() -> None:
             outcomes: list[tuple[str, int]] = []
             for run in range(args.runs):
                 rng = np.random.default_rng(1000 * index + run)
-                draw: Callable[..., Traffic] = lambda **kw: Traffic(rng, 3 * args.max_faces, **kw)  # noqa: E731
-                outcomes.append(decide(spec, draw(**settings), draw(), args.max_faces))
+                canary, stable = Traffic(rng, 3 * args.max_faces, **settings), Traffic(rng, 3 * args.max_faces)
+                outcomes.append(decide(spec, canary, stable, args.max_faces))
             verdicts = Counter(v for v, _ in outcomes)
             faces = statistics.median(n for v, n in outcomes if v != "undecided") if len(outcomes) > verdicts[
                 "undecided"] else float("nan")
