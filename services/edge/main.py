@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     metrics = EdgeMetrics()
     metrics.node.info({"node_id": settings.node_id, "fleet": settings.fleet})
+    # Signals from the start: a SIGTERM while the node comes up (spawning replicas, a first load) still drains and
+    # exits cleanly, and a SIGHUP before there is anything to reload is moot instead of the default action, which
+    # ends the process at once.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         node, exposed = start_node(settings, metrics)
         agent = start_sync_agent(node, settings, exposed) if settings.redis_url else None
@@ -99,14 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("listening on %s:%d (metrics on :%d)", settings.host, node.port, settings.metrics_port)
     if agent is None:
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload_model, args=(node, settings)).start())
         reload_model(node, settings)
-        on_hangup = lambda *_: threading.Thread(target=reload_model, args=(node, settings)).start()  # noqa: E731
     else:
-        on_hangup = lambda *_: agent.poke()  # noqa: E731
-    stop = threading.Event()
-    signal.signal(signal.SIGHUP, on_hangup)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: agent.poke())
     stop.wait()
     log.info("shutting down: NOT_SERVING, draining for up to %.0fs", settings.grace_seconds)
     if agent is not None:
