@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -70,12 +71,18 @@ def test_reconnects_when_the_node_comes_up_late(image_folder: Path, capsys) -> N
 
 @pytest.mark.parametrize("node_up", [True, False], ids=["streaming", "reconnecting"])
 def test_ctrl_c_stops_the_client_with_its_summary(image_folder: Path, node_up: bool) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     node = start_node(port) if node_up else None
     client = subprocess.Popen([sys.executable, "-m", "services.client.main", "--target", f"127.0.0.1:{port}",
-                               "--source", str(image_folder), "--fps", "20", "--loop", "--quiet"],
+                               "--source", str(image_folder), "--fps", "20", "--loop", "--quiet",
+                               "--metrics-port", str(metrics_port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
+        # Up once its metrics answer (its start-up took 3 s on a loaded runner), then 3 s of streaming or retrying.
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{metrics_port}/metrics"):
+            assert client.poll() is None and time.monotonic() < deadline, "the client did not come up"
+            time.sleep(0.2)
         time.sleep(3.0)
         assert client.poll() is None  # a looping source never ends by itself
         client.send_signal(signal.SIGINT)
@@ -87,6 +94,14 @@ def test_ctrl_c_stops_the_client_with_its_summary(image_folder: Path, node_up: b
     assert client.returncode == 0, err
     assert "frames sent" in out
     assert ("reconnects 0" in out) == node_up
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def test_bad_sources_are_named(tmp_path: Path) -> None:
