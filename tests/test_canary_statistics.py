@@ -3,6 +3,7 @@ data (steps and checks, the shorthands and the flat keys of earlier releases).""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -69,6 +70,10 @@ def test_latency_known_answers() -> None:
     assert result.effect == pytest.approx(0.5) and result.p_value < 1e-10 and result.lower > 0.2
     nothing = time_quantile(0.5)(Window(), Window(latency_buckets=same), 0.05)
     assert nothing.lower == -math.inf and nothing.upper == math.inf  # decides nothing
+    stored = json.loads(json.dumps(nothing.to_dict(), allow_nan=False))  # plain JSON in the rollout record
+    assert stored["lower"] is None and stored["effect"] is None
+    unsure = judge(MetricCheck("latency_p50", 0.2), nothing, 0.05)
+    assert unsure.verdict == "inconclusive" and "latency_p50 ? (bounds ? .. ?" in unsure.describe()
 
 
 def test_class_mix_known_answers() -> None:

@@ -51,7 +51,10 @@ class Comparison:
     n_stable: int
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
+        """For the rollout record and decision log: plain JSON, so an unknown value (nothing to compare yet) is null,
+        not NaN or Infinity, which JSON readers other than Python's refuse."""
+        return {k: (round(v, 6) if math.isfinite(v) else None) if isinstance(v, float) else v
+                for k, v in asdict(self).items()}
 
 
 Comparator = Callable[[Window, Window, float], Comparison]

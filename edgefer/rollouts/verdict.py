@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-RELATIVE = ("model_p50", "model_p90", "latency_p50", "latency_p90", "latency_p99")
+RELATIVE = ("model_p", "latency_p")  # metric name prefixes of the time percentiles: relative changes, shown in %
 
 
 @dataclass
@@ -43,7 +43,6 @@ class Analysis:
         return asdict(self)
 
 
-
 def check_lines(analysis: dict) -> list[str]:
     """One line per check of a stored analysis (a record of an earlier release kept limits, not bounds)."""
     lines = []
@@ -58,13 +57,13 @@ def check_lines(analysis: dict) -> list[str]:
     return lines
 
 
-def _effect(metric: str, value: float) -> str:
-    if not math.isfinite(value):
+def _effect(metric: str, value: float | None) -> str:
+    if value is None or not math.isfinite(value):
         return "?"
-    if metric in RELATIVE:
+    if metric.startswith(RELATIVE):
         return f"{value:+.0%}"
     return f"{value:+.3g}" if metric != "class_mix" else f"{value:.3f} bits"
 
 
-def _p(value: float) -> str:
-    return "?" if not math.isfinite(value) else f"{value:.2g}"
+def _p(value: float | None) -> str:
+    return "?" if value is None or not math.isfinite(value) else f"{value:.2g}"
