@@ -77,3 +77,28 @@ def test_a_views_folder_names_what_it_was_made_for(tmp_path: Path) -> None:
     make_views(tmp_path, teacher, x, view_spec(1, AugmentConfig(), 0, "t", x), AugmentConfig(), CPU)
     with pytest.raises(ViewCacheError, match="another augment, views"):
         make_views(tmp_path, teacher, x, view_spec(2, AugmentConfig(hflip_prob=0.0), 0, "t", x), AugmentConfig(), CPU)
+
+
+def test_pruning_retrains_on_the_views_its_student_was_distilled_from(tmp_path: Path, toy_npz: Path, capsys) -> None:
+    """The same teacher, faces and augmentation: pruning reads the distillation's views and makes none."""
+    torch.manual_seed(0)
+    export_onnx(EAN(TINY), tmp_path / "teacher.onnx")
+    cache = tmp_path / "views"
+    common = ["--data", str(toy_npz), "--split-seed", "0", "--threads", "2"]
+    assert worker_main(["distill", "--mode", "views", "--views", "2", "--view-cache", str(cache), "--teacher",
+                        str(tmp_path / "teacher.onnx"), "--arch", "ean-xs", "--epochs", "1", "--rounds", "1",
+                        "--workdir", str(tmp_path / "distill"), *common]) == 0
+    made = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    capsys.readouterr()
+    assert worker_main(["prune", "--model", str(tmp_path / "distill" / "round1" / "model.pt"), "--target", "0.4",
+                        "--prune.distill-mode", "views", "--prune.views", "2", "--prune.view-cache", str(cache),
+                        "--prune.teacher", str(tmp_path / "teacher.onnx"), "--local-epochs", "1",
+                        "--finetune-epochs", "1", "--workdir", str(tmp_path / "prune"), *common]) == 0
+    assert "made" not in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == made
+    summary = json.loads((tmp_path / "prune" / "prune.json").read_text())
+    assert summary["prune"]["distill_mode"] == "views" and summary["steps"][-1]["macs"] < summary["steps"][0]["macs"]
+    assert worker_main(["prune", "--model", str(tmp_path / "distill" / "round1" / "model.pt"), "--target", "0.4",
+                        "--prune.distill-mode", "views", "--mixup", "0.2", "--workdir", str(tmp_path / "p2"),
+                        *common]) == 2
+    assert "turn mixup and CutMix off" in capsys.readouterr().err

@@ -33,14 +33,7 @@ import torch
 from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_labels, refine, save_cached
 from compression_worker.distill.teachers import EnsembleTeacher, Teacher, TorchTeacher, load_teachers, teacher_report
-from compression_worker.distill.views import (
-    StoredViews,
-    ViewInputs,
-    make_views,
-    teacher_key,
-    view_kd_criterion,
-    view_spec,
-)
+from compression_worker.distill.views import StoredViews, ViewInputs, refuse_mixing, teacher_views, view_kd_criterion
 from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
 from compression_worker.training.checkpoint import load_model, load_network, save_model
@@ -123,9 +116,7 @@ def _stored_views(k: int, cfg: ITSConfig, optim: OptimConfig, teacher: Teacher, 
 
     paths = [p for j in (range(k) if cfg.refine == "average" else [k - 1]) for p in files_of(j)]
     folder = cfg.view_cache if k == 1 and cfg.view_cache else workdir / f"round{k}" / "views"
-    spec = view_spec(cfg.views, optim.augment, 0, teacher_key(paths), splits.train.x)  # seed 0: students of every seed share them
-    print(f"{cfg.views} stored views per face from {teacher.name} in {folder}", flush=True)
-    return make_views(folder, teacher, splits.train.x, spec, optim.augment, device)
+    return teacher_views(folder, teacher, paths, cfg.views, optim.augment, splits.train.x, device)
 
 
 def _student_round(
@@ -172,8 +163,8 @@ def run_its(
     for path in (*cfg.teachers, *([cfg.student_init] if cfg.student_init else [])):
         if not Path(path).exists():
             raise ValueError(f"{path}: no such model file")
-    if cfg.mode == "views" and (optim.mix.mixup_alpha > 0 or optim.mix.cutmix_alpha > 0):
-        raise ValueError("distill mode views trains on the stored views as they are: turn mixup and CutMix off")
+    if cfg.mode == "views":
+        refuse_mixing(optim.mix)
     workdir.mkdir(parents=True, exist_ok=True)
     source_commit = git_commit()
     splits = load_splits(data)

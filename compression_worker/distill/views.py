@@ -30,7 +30,7 @@ from compression_worker.distill.loss import weighted
 from compression_worker.distill.soft_labels import faces_sha256
 from compression_worker.distill.teachers import Teacher
 from compression_worker.training.trainer import Batch, Criterion, batch_cross_entropy
-from edgefer.jobs.recipe import AugmentConfig
+from edgefer.jobs.recipe import AugmentConfig, MixConfig
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def make_views(folder: Path, teacher: Teacher, faces: np.ndarray, spec: ViewSpec
         stored, given = json.loads(spec_path.read_text()), json.loads(wanted)
         differ = sorted(k for k in given if stored.get(k) != given[k])
         raise ViewCacheError(f"{folder}: views made for another {', '.join(differ)}; use another folder")
-    spec_path.write_text(wanted)
+    if not spec_path.exists():
+        spec_path.write_text(wanted)
     images, logits = [], []
     for k in range(spec.views):
         path = folder / f"view{k}.npz"
@@ -98,6 +99,21 @@ def _one_view(teacher: Teacher, faces: np.ndarray, augment: AugmentConfig, seed:
 
 def view_spec(views: int, augment: AugmentConfig, seed: int, teacher_key: str, faces: np.ndarray) -> ViewSpec:
     return ViewSpec(views, asdict(augment), seed, teacher_key, faces_sha256(faces))
+
+
+def teacher_views(folder: Path, teacher: Teacher, teacher_files: list[Path], views: int, augment: AugmentConfig,
+                  faces: np.ndarray, device: torch.device) -> StoredViews:
+    """The views of `faces` labelled by the teacher made of `teacher_files`, made once in `folder`. Seed 0 always:
+    students of every seed, and the pruning of a student of the same teacher, share them."""
+    spec = view_spec(views, augment, 0, teacher_key(teacher_files), faces)
+    print(f"{views} stored views per face from {teacher.name} in {folder}", flush=True)
+    return make_views(folder, teacher, faces, spec, augment, device)
+
+
+def refuse_mixing(mix: MixConfig) -> None:
+    """Stored views are trained on as they are: mixing two would pair pixels with no stored teacher output."""
+    if mix.mixup_alpha > 0 or mix.cutmix_alpha > 0:
+        raise ValueError("distill mode views trains on the stored views as they are: turn mixup and CutMix off")
 
 
 def teacher_key(paths: list[Path]) -> str:

@@ -3,6 +3,7 @@
 Work directory, one folder per pruning step (several smaller steps when `steps` > 1), each complete
 once its metrics.json exists; a rerun skips finished steps and resumes training at its last epoch:
     soft_labels.npz            cached mode: the teacher's soft labels (the unpruned model, or --teacher), cached
+    views/                     views mode: the teacher's stored augmented views (or --prune.view-cache)
     step1/ pruned.pt plan.json local/ finetune/ model.pt metrics.json
     prune.json                 per-step metrics, the settings and the command
 """
@@ -10,7 +11,7 @@ once its metrics.json exists; a rerun skips finished steps and resumes training 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from compression_worker.distill.loss import consistent_kd_criterion, kd_criterion
 from compression_worker.distill.soft_labels import SoftLabelSpec, cached_soft_labels
 from compression_worker.distill.teachers import Teacher, TorchTeacher, load_teachers
+from compression_worker.distill.views import ViewInputs, refuse_mixing, teacher_views, view_kd_criterion
 from compression_worker.model.ean import EAN
 from compression_worker.provenance import git_commit
 from compression_worker.prune.importance import make_importance
@@ -27,7 +29,7 @@ from compression_worker.prune.structure import channel_dims, dependency_graph, e
 from compression_worker.training.checkpoint import load_model, save_model
 from compression_worker.training.resumable import note_test_accuracy, run_resumable_steps, write_json_atomic
 from compression_worker.training.run import DataConfig, DataSplits, load_splits, model_metrics, write_stage_summary
-from compression_worker.training.trainer import Criterion, OptimConfig, Trainer
+from compression_worker.training.trainer import Criterion, Inputs, OptimConfig, Trainer
 from edgefer.datasets import data_sha256
 from edgefer.jobs.recipe import PruneConfig
 
@@ -84,7 +86,7 @@ def _prune_step(current: EAN, reference_macs: int, goal: float, cfg: PruneConfig
 
 
 def _retrain(pruned: EAN, before: EAN, cfg: PruneConfig, optim: OptimConfig, splits: DataSplits,
-             criterion: Criterion, folder: Path, device: torch.device) -> EAN:
+             criterion: Criterion, inputs: Inputs | None, folder: Path, device: torch.device) -> EAN:
     model = pruned
     local_epochs = cfg.local_epochs if cfg.local_retraining else 0
     finetune_epochs = cfg.finetune_epochs + (0 if cfg.local_retraining else cfg.local_epochs)
@@ -92,11 +94,13 @@ def _retrain(pruned: EAN, before: EAN, cfg: PruneConfig, optim: OptimConfig, spl
         touched = changed_modules(before, pruned)
         with only_training(model, touched) as trainable:
             print(f"local retraining: {len(trainable)} tensors of {len(touched)} touched layers, the rest frozen", flush=True)
-            Trainer(model, replace(optim, epochs=local_epochs), folder / "local", device, criterion).fit(splits.train, splits.val)
+            Trainer(model, replace(optim, epochs=local_epochs), folder / "local", device, criterion,
+                    inputs=inputs).fit(splits.train, splits.val)
         model = load_model(folder / "local" / "best.pt")
     if finetune_epochs:
         print("fine-tuning the whole network", flush=True)
-        Trainer(model, replace(optim, epochs=finetune_epochs), folder / "finetune", device, criterion).fit(splits.train, splits.val)
+        Trainer(model, replace(optim, epochs=finetune_epochs), folder / "finetune", device, criterion,
+                inputs=inputs).fit(splits.train, splits.val)
         model = load_model(folder / "finetune" / "best.pt")
     return model
 
@@ -125,8 +129,15 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
     teacher_paths = [Path(t) for t in cfg.teachers] or [model_path]
     teacher: Teacher = (load_teachers(cfg.teachers, device, threads) if cfg.teachers
                         else TorchTeacher(unpruned, device, name=str(model_path)))
+    inputs: Inputs | None = None
     if cfg.distill_mode == "consistent":
         criterion = consistent_kd_criterion(teacher, cfg.alpha, cfg.temperature, optim.label_smoothing)
+    elif cfg.distill_mode == "views":
+        refuse_mixing(optim.mix)
+        views = teacher_views(cfg.view_cache or workdir / "views", teacher, teacher_paths, cfg.views, optim.augment,
+                              splits.train.x, device)
+        criterion = view_kd_criterion(views, cfg.alpha, cfg.temperature, optim.label_smoothing)
+        inputs = ViewInputs(views, seed=optim.seed)
     else:
         criterion = _cached_criterion(teacher, teacher_paths, cfg, optim, splits, workdir, device)
     reference = macs_of(unpruned.config)
@@ -137,7 +148,7 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
         goal = 1 - (1 - cfg.target_macs_reduction) ** (k / cfg.steps)
         print(f"step {k}/{cfg.steps}: prune to {100 * (1 - goal):.1f}% of the MACs ({cfg.importance}, {cfg.ratios} ratios)")
         pruned = _prune_step(current, reference, goal, cfg, folder)
-        current = _retrain(pruned, current, cfg, optim, splits, criterion, folder, device)
+        current = _retrain(pruned, current, cfg, optim, splits, criterion, inputs, folder, device)
         save_model(current, folder / "model.pt")
         metrics = model_metrics(current, splits, device, {"step": k, "macs": macs_of(current.config)})
         write_json_atomic(folder / "metrics.json", metrics)
@@ -154,4 +165,4 @@ def run_prune(model_path: Path, cfg: PruneConfig, data: DataConfig, optim: Optim
     final = workdir / f"step{cfg.steps}"
     return write_stage_summary(workdir / "prune.json", final, source_commit, data, optim, pruned_from=str(model_path),
                                teacher=" + ".join(str(p) for p in teacher_paths),
-                               prune=asdict(cfg), steps=steps, final_model=str(final / "model.pt"))
+                               prune=cfg.to_dict(), steps=steps, final_model=str(final / "model.pt"))

@@ -23,8 +23,7 @@ from edgefer.jobs.architectures import PRESETS
 from edgefer.settings_fields import option
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-DISTILL_MODES: tuple[str, ...] = ("cached", "consistent")
-ITS_MODES: tuple[str, ...] = (*DISTILL_MODES, "views")  # views: stored augmented views (ITS rounds only, for now)
+DISTILL_MODES: tuple[str, ...] = ("cached", "consistent", "views")  # views: stored augmented views, made once
 IMPORTANCES: tuple[str, ...] = ("l2-gamma", "l1", "bn-gamma", "random")  # l2-gamma is the method's; the rest ablations
 RATIO_MODES: tuple[str, ...] = ("derived", "uniform")
 MAX_PRUNE_TARGET = 0.95  # a larger share of the MACs removed leaves no network worth retraining
@@ -130,7 +129,7 @@ class ITSConfig:
     restart_lr: float = 0.05  # peak learning rate of a warm-restarted round (weight transfer)
     teachers: tuple[Path, ...] = option((), flag="teacher", doc="round 0 given, not trained: a checkpoint of any zoo "
                                         "architecture or an .onnx; repeat for an ensemble")
-    mode: str = option("cached", choices=ITS_MODES, doc="cached soft labels per round, the teacher on every augmented "
+    mode: str = option("cached", choices=DISTILL_MODES, doc="cached soft labels per round, the teacher on every augmented "
                        "batch (consistent: function matching), or on stored augmented views made once (views)")
     student_init: Path | None = None  # round 1's start when the teacher is another architecture (an EAN model.pt)
     views: int = 8  # mode views: augmented views per face, each labelled once by the teacher
@@ -143,8 +142,8 @@ class ITSConfig:
             raise ValueError("rounds must be >= 0, temperature > 0 and alpha in [0, 1]")
         if self.refine not in ("latest", "average"):
             raise ValueError(f"unknown soft-label refinement {self.refine!r}; use latest or average")
-        if self.mode not in ITS_MODES:
-            raise ValueError(f"unknown distill_mode {self.mode!r}; use {' or '.join(ITS_MODES)}")
+        if self.mode not in DISTILL_MODES:
+            raise ValueError(f"unknown distill_mode {self.mode!r}; use {' or '.join(DISTILL_MODES)}")
         if self.views < 1:
             raise ValueError("views must be >= 1")
 
@@ -178,11 +177,16 @@ class PruneConfig:
     teachers: tuple[str, ...] = option((), flag="teacher", doc="learn from this model (checkpoint or .onnx; repeat for "
                                        "an ensemble) instead of the model being pruned")
     distill_mode: str = option("cached", choices=DISTILL_MODES,
-                               doc="retrain on cached soft labels, or with the teacher on every augmented batch")
+                               doc="retrain on cached soft labels, with the teacher on every augmented batch "
+                               "(consistent), or on stored augmented views made once (views)")
+    views: int = 8  # mode views: augmented views per face, each labelled once by the teacher
+    view_cache: Path | None = None  # mode views: a folder to keep the views in (a distillation's, when its teacher)
 
     def __post_init__(self) -> None:
         if self.distill_mode not in DISTILL_MODES:
             raise ValueError(f"unknown distill_mode {self.distill_mode!r}; use {' or '.join(DISTILL_MODES)}")
+        if self.views < 1:
+            raise ValueError("views must be >= 1")
         target = self.target_macs_reduction
         if target is not None and not 0 < target < MAX_PRUNE_TARGET:
             raise ValueError(f"impossible pruning target {target}: the target MAC reduction must be in (0, 1), "
@@ -199,7 +203,8 @@ class PruneConfig:
             raise ValueError(f"the retraining lr must be positive, got {self.lr}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "teachers": list(self.teachers)}
+        return {**asdict(self), "teachers": list(self.teachers),
+                "view_cache": str(self.view_cache) if self.view_cache else None}
 
 
 @dataclass(frozen=True)
