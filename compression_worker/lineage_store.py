@@ -3,6 +3,8 @@
 Layout of the folder (a persistent volume in k3s):
     <sha256>.pt | <sha256>.onnx    the artefact's bytes
     <sha256>.json                  its record (edgefer/jobs/lineage.py), written after the bytes
+    views/<key>/                   a teacher's stored augmented views of a job's faces (distill mode views), kept
+                                   for the next job with that teacher; the most recently used few only
 A record is only trusted with its bytes: `path` re-hashes the file and refuses one that changed, so a job
 never starts from an altered or half-copied teacher.
 """
@@ -20,6 +22,7 @@ from edgefer.jobs.lineage import KINDS, Artefact, LineageError, LineageIndex
 from edgefer.timestamps import utc_now_iso
 
 log = logging.getLogger("edgefer.worker.lineage")
+VIEW_SETS_KEPT = 2
 
 
 def file_sha256(path: Path) -> str:
@@ -146,6 +149,19 @@ class LineageStore:
         if self.index is not None:
             self.index.put(*records)
         return len(records)
+
+    def views_folder(self, key: str, keep: int = VIEW_SETS_KEPT) -> Path:
+        """The folder for the views keyed `key` (made by compression_worker/distill/views.py, which checks what
+        they were made for), marked as just used; older view sets beyond the `keep` most recent are removed (about
+        60 MB a view: 0.5 GB a set of 8 on full FER2013)."""
+        folder = self.root / "views" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        os.utime(folder)
+        sets = sorted((p for p in folder.parent.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in sets[keep:]:
+            log.info("removing the stored views %s (kept: the %d most recently used)", old.name, keep)
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
 
     def _unique_prefix(self, prefix: str) -> Artefact:
         matches = [a for a in self.records() if a.sha256.startswith(prefix)] if len(prefix) >= 8 else []

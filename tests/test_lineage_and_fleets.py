@@ -307,3 +307,24 @@ def test_a_worker_started_before_redis_indexes_the_shipped_teachers_once_redis_i
         worker.stop.set()
         thread.join(timeout=10)
         server.stop()
+
+
+def test_the_views_of_a_jobs_teacher_are_kept_for_the_next_job_with_that_teacher(redis_server, signing_keys, tmp_path,
+                                                                                 toy_npz, capsys) -> None:
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    views = [*TINY, "--distill-mode", "views", "--distill.views", "2", "--prune.views", "2"]
+    assert run_job(worker, redis_server, toy_npz, "made", *views, "--teacher", "train") == "published"
+    teacher = ledger(tmp_path, "made")["teacher"]["sha256"]
+    (folder,) = (worker.lineage.root / "views").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["spec.json", "view0.npz", "view1.npz"]
+    made = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    capsys.readouterr()
+    assert run_job(worker, redis_server, toy_npz, "reused", *views, "--teacher", teacher, "--seed", "3") == "published"
+    assert ledger(tmp_path, "reused")["distill"]["source"] == "trained"  # another seed: a new student...
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == made  # ...from the stored views
+    assert "made" not in capsys.readouterr().out
+
+    capsys.readouterr()
+    assert jobs_cli(["--redis-url", redis_server.url, "submit", "--data", str(toy_npz), "--distill-mode", "views",
+                     "--distill.view-cache", str(tmp_path)]) == 2
+    assert "view_cache is for the distill and prune commands" in capsys.readouterr().err

@@ -11,6 +11,7 @@ training stages resume at their last epoch). Publishing is idempotent by job id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import torch
 
 from compression_worker.complexity import onnx_complexity
 from compression_worker.distill.its import run_its
+from compression_worker.distill.views import teacher_key
 from compression_worker.latency import latency_ms
 from compression_worker.lineage_store import LineageStore, file_sha256, trained_within
 from compression_worker.prune.run import run_prune
@@ -203,7 +205,8 @@ class JobRunner:
         if (stored := self.ctx.lineage.student(recipe, self._identity, split)) is not None:
             return {"model": str(self.ctx.lineage.path(stored.sha256)), "val_acc": stored.held_back_accuracy,
                     "sha256": stored.sha256, "source": "lineage"}
-        cfg = replace(r.distill, teachers=tuple(Path(t) for t in teachers))
+        cfg = replace(r.distill, teachers=tuple(Path(t) for t in teachers),
+                      view_cache=self._view_cache(teachers, r.distill.views) if r.distill.mode == "views" else None)
         summary = run_its(cfg, self.data, r.optim, self.dir / "distill", self.ctx.device, self.ctx.threads)
         val_acc = summary["rounds"][-1]["val_acc"]
         artefact = self.ctx.lineage.add(Path(summary["final_model"]), kind="student", arch=cfg.arch, data=self._identity,
@@ -221,10 +224,20 @@ class JobRunner:
         target = self._prune_target(Path(distilled))
         if target is None:
             return {"model": distilled, "target": 0.0, "note": "the distilled model fits the fleet's MAC budget"}
-        cfg = replace(self.recipe.prune, target_macs_reduction=target, teachers=self._prune_teachers())
+        teachers = self._prune_teachers()
+        cfg = replace(self.recipe.prune, target_macs_reduction=target, teachers=teachers)
+        if cfg.distill_mode == "views" and teachers:  # the job's teacher: the distillation's views when they match
+            cfg = replace(cfg, view_cache=self._view_cache(list(teachers), cfg.views))
         summary = run_prune(Path(distilled), cfg, self.data, replace(self.recipe.optim, epochs=1), self.dir / "prune",
                             self.ctx.device, self.ctx.threads)
         return {"model": summary["final_model"], "val_acc": summary["steps"][-1]["val_acc"], "target": target}
+
+    def _view_cache(self, teachers: list[str], views: int) -> Path:
+        """Where the views of this job's faces by these teacher files are kept: beside the lineage, so the next job
+        with the same teacher, data and augmentation starts training at once (its first job makes them)."""
+        made_by = [teacher_key([Path(t) for t in teachers]), views, self.recipe.optim.augment.to_dict(), self._identity,
+                   self.data.split_rule()]
+        return self.ctx.lineage.views_folder(hashlib.sha256(json.dumps(made_by).encode()).hexdigest()[:16])
 
     def _prune_teachers(self) -> tuple[str, ...]:
         """Pruning keeps distilling from the better of the job's teacher and its distilled student (the student

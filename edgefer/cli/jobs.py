@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         client = connect(settings)
         status = JobStatusStore(client, settings.fleet)
         if args.command == "submit":
-            spec = JobSpec.parse(json.dumps(job_from_flags(args)))
+            spec = JobSpec.parse(json.dumps(job_from_flags(args), default=str))
             submit_job(client, spec, settings.fleet)
             print(f"submitted job {spec.job_id}")
             if args.follow:

@@ -236,6 +236,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.distill.teachers or self.distill.student_init or self.prune.teachers:
             raise ValueError("a job's teachers are recipe.teacher (pick or files), not distill or prune teachers")
+        if self.distill.view_cache or self.prune.view_cache:
+            raise ValueError("a job's stored views are kept by the worker beside its lineage: view_cache is for the "
+                             "distill and prune commands")
         if self.teacher.files and self.distill.rounds < 1:
             raise ValueError("given teachers need rounds >= 1: the distilled EAN is what gets pruned")
 
