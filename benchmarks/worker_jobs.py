@@ -1,12 +1,13 @@
 """The worker service's default job on real data, for two device classes; prints a table.
 
 A real redis-server; the default fleet serves the shipped pruned EAN (models/ean-pruned.onnx), the lineage
-holds the shipped ean-m baseline as a teacher, and fleet `half` has a profile with half the default MAC
-budget. The in-process worker then runs the default job for the default fleet, and the same job for fleet
+holds the shipped teachers (models/teachers/, adopted as the worker does at start; `teacher=best` picks the most
+accurate), and fleet `half` has a profile with half the default MAC budget. The in-process worker then runs the default job for the default fleet, and the same job for fleet
 `half`, which reuses the first job's distilled student (same teacher, same recipe) and only prunes further.
 Everything lives in --workdir (Redis data included), so a rerun resumes where a killed run stopped.
 
     python benchmarks/worker_jobs.py --data ../shared/data/fer2013 --workdir runs/bench-jobs --threads 2
+    python benchmarks/worker_jobs.py --fleets default     # the default fleet's job only
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from compression_worker.lineage_store import LineageStore
+from compression_worker.lineage_store import LineageStore, adopt_shipped_teachers
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.service.worker import Worker
-from compression_worker.training.run import DataConfig
 from edgefer.cli.registry import read_model
 from edgefer.jobs.lineage import LineageIndex
 from edgefer.jobs.queue import JobQueue
@@ -35,22 +35,15 @@ from edgefer.registry.store import ModelRegistry
 REPO = Path(__file__).resolve().parent.parent
 
 
-def prepare(worker: Worker, data: Path, serving: Path, teacher: Path, half_macs: int) -> None:
-    """The fleets, their serving model and profile, and the stored teacher (each once)."""
+def prepare(worker: Worker, serving: Path, teachers: Path, half_macs: int) -> None:
+    """The fleets, their serving model and profile, and the shipped teachers in the lineage (each once)."""
     default = worker.registry
     if default.desired() is None:
         blob, input_spec, metrics = read_model(serving, None)
         default.publish(blob, serving.stem, input_spec, metrics, worker.signer, promote=True)
     ModelRegistry(worker.client, "half").set_profile(FleetProfile(max_macs=half_macs, description="half the MAC budget"))
-    if not worker.lineage.records():
-        from compression_worker.distill.teachers import load_teacher, teacher_report
-        from compression_worker.training.run import load_splits
-
-        cfg = DataConfig(data)
-        cpu = torch.device("cpu")
-        accuracy = teacher_report(load_teacher(teacher, cpu, worker.settings.threads), load_splits(cfg).val, cpu).accuracy
-        worker.lineage.add(teacher, kind="teacher", arch="onnx", data=cfg.identity(), split=cfg.split_rule(),
-                           held_back_accuracy=accuracy)
+    for artefact in adopt_shipped_teachers(worker.lineage, teachers):
+        print(f"lineage teacher {artefact.job_id}: held back {100 * artefact.held_back_accuracy:.2f}%")
 
 
 def run_job(worker: Worker, spec: JobSpec) -> dict:
@@ -90,7 +83,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-jobs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--serving", type=Path, default=REPO / "models" / "ean-pruned.onnx")
-    parser.add_argument("--teacher", type=Path, default=REPO / "models" / "ean-baseline.onnx")
+    parser.add_argument("--teachers", type=Path, default=REPO / "models" / "teachers")
+    parser.add_argument("--fleets", nargs="+", choices=("default", "half"), default=["default", "half"])
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     keys = args.workdir / "keys"
@@ -103,11 +97,12 @@ def main() -> None:
         torch.set_num_threads(settings.threads)
         worker = Worker(settings)
         half = FleetProfile().max_macs // 2
-        prepare(worker, args.data / "train.npz", args.serving, args.teacher, half)
+        prepare(worker, args.serving, args.teachers, half)
         train, test = str(args.data / "train.npz"), str(args.data / "test_public.npz")
         lines = []
-        for name, spec in (("default fleet", JobSpec(train, "bench-default", test_data=test)),
-                           ("fleet half", JobSpec(train, "bench-half", target_fleet="half", test_data=test))):
+        jobs = {"default": ("default fleet", JobSpec(train, "bench-default", test_data=test)),
+                "half": ("fleet half", JobSpec(train, "bench-half", target_fleet="half", test_data=test))}
+        for name, spec in (jobs[fleet] for fleet in args.fleets):
             record = run_job(worker, spec)
             ledger = json.loads((settings.work_dir / spec.job_id / "stages.json").read_text())
             card = json.loads(Path(ledger["export"]["onnx"]).with_suffix(".json").read_text())

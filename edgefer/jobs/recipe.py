@@ -7,8 +7,8 @@ unchanged. Each class checks itself when it is made, so a bad value is refused w
 only what depends on the machine that runs the job (its files, its teacher architectures) is checked there.
 
 `Recipe()` is the worker's default job: its defaults differ from the stage commands' where the job is a
-different use (one ITS round, consistent distillation, pruning to the fleet's budget), and are written out
-below, next to the class they set.
+different use (one ITS round, distillation from stored views, pruning to the fleet's budget), and are written
+out below, next to the class they set.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ DISTILL_MODES: tuple[str, ...] = ("cached", "consistent", "views")  # views: sto
 IMPORTANCES: tuple[str, ...] = ("l2-gamma", "l1", "bn-gamma", "random")  # l2-gamma is the method's; the rest ablations
 RATIO_MODES: tuple[str, ...] = ("derived", "uniform")
 MAX_PRUNE_TARGET = 0.95  # a larger share of the MACs removed leaves no network worth retraining
+JOB_VIEWS = 6  # a job's stored views per face: a VGG-13 teacher labels 6 in about 30 minutes on 2 CPU cores
 _SHA_PREFIX = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -227,10 +228,13 @@ class Recipe:
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, ema_decay=0.999))  # epochs: per round
-    distill: ITSConfig = field(default_factory=lambda: ITSConfig(rounds=1, temperature=2.0, alpha=0.8, mode="consistent"))
+    # views: a dense teacher on the CPU labels JOB_VIEWS augmented views once (kept for the next job), where
+    # consistent distillation would run it on every batch of every epoch (BENCHMARKS section 10)
+    distill: ITSConfig = field(default_factory=lambda: ITSConfig(rounds=1, temperature=2.0, alpha=0.8, mode="views",
+                                                                 views=JOB_VIEWS))
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(
         target_macs_reduction=None, local_epochs=3, finetune_epochs=12, temperature=2.0, alpha=0.8, lr=0.02,
-        distill_mode="consistent"))
+        distill_mode="views", views=JOB_VIEWS))
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
