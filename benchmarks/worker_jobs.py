@@ -8,6 +8,7 @@ Everything lives in --workdir (Redis data included), so a rerun resumes where a 
 
     python benchmarks/worker_jobs.py --data ../shared/data/fer2013 --workdir runs/bench-jobs --threads 2
     python benchmarks/worker_jobs.py --fleets default     # the default fleet's job only
+    python benchmarks/worker_jobs.py --fleets again       # then the same job again, against what it published
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--serving", type=Path, default=REPO / "models" / "ean-pruned.onnx")
     parser.add_argument("--teachers", type=Path, default=REPO / "models" / "teachers")
-    parser.add_argument("--fleets", nargs="+", choices=("default", "half"), default=["default", "half"])
+    parser.add_argument("--fleets", nargs="+", choices=("default", "half", "again"), default=["default", "half"],
+                        help="again: the default fleet's job once more (its views and student are stored by then)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     keys = args.workdir / "keys"
@@ -101,7 +103,8 @@ def main() -> None:
         train, test = str(args.data / "train.npz"), str(args.data / "test_public.npz")
         lines = []
         jobs = {"default": ("default fleet", JobSpec(train, "bench-default", test_data=test)),
-                "half": ("fleet half", JobSpec(train, "bench-half", target_fleet="half", test_data=test))}
+                "half": ("fleet half", JobSpec(train, "bench-half", target_fleet="half", test_data=test)),
+                "again": ("default fleet, again", JobSpec(train, "bench-default-again", test_data=test))}
         for name, spec in (jobs[fleet] for fleet in args.fleets):
             record = run_job(worker, spec)
             ledger = json.loads((settings.work_dir / spec.job_id / "stages.json").read_text())

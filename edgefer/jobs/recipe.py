@@ -27,7 +27,7 @@ DISTILL_MODES: tuple[str, ...] = ("cached", "consistent", "views")  # views: sto
 IMPORTANCES: tuple[str, ...] = ("l2-gamma", "l1", "bn-gamma", "random")  # l2-gamma is the method's; the rest ablations
 RATIO_MODES: tuple[str, ...] = ("derived", "uniform")
 MAX_PRUNE_TARGET = 0.95  # a larger share of the MACs removed leaves no network worth retraining
-JOB_VIEWS = 6  # a job's stored views per face: a VGG-13 teacher labels 6 in about 30 minutes on 2 CPU cores
+JOB_VIEWS = 4  # a job's stored views per face: a VGG-13 teacher labels 4 in about 22 minutes on 2 CPU cores
 _SHA_PREFIX = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -227,7 +227,7 @@ class Recipe:
     """A whole compression job's settings: what the worker runs, and what a stored student is keyed by."""
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, ema_decay=0.999))  # epochs: per round
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=50, ema_decay=0.999))  # epochs: per round
     # views: a dense teacher on the CPU labels JOB_VIEWS augmented views once (kept for the next job), where
     # consistent distillation would run it on every batch of every epoch (BENCHMARKS section 10)
     distill: ITSConfig = field(default_factory=lambda: ITSConfig(rounds=1, temperature=2.0, alpha=0.8, mode="views",
