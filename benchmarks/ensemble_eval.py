@@ -43,7 +43,8 @@ def log_probs(model: Path, faces: np.ndarray, views: list[np.ndarray]) -> np.nda
     """Log-softmax of the model on the faces, summed over the faces themselves and each extra view of them."""
     classifier = OnnxFaceClassifier(model, intra_op_threads=2)
     total = np.zeros((len(faces), 7), np.float64)
-    for batch in [faces.astype(np.float32)] + [warp(faces.astype(np.float32), m) for m in views]:
+    pixels = faces.astype(np.float32)
+    for batch in itertools.chain([pixels], (warp(pixels, m) for m in views)):  # one view in memory at a time
         logits = np.concatenate([classifier.logits(batch[i:i + 512]) for i in range(0, len(batch), 512)])
         centred = logits - logits.max(axis=1, keepdims=True)
         total += centred - np.log(np.exp(centred).sum(axis=1, keepdims=True))

@@ -2,13 +2,13 @@
 
 A real redis-server; the default fleet serves the shipped pruned EAN (models/ean-pruned.onnx), the lineage
 holds the shipped teachers (models/teachers/, adopted as the worker does at start; `teacher=best` picks the most
-accurate), and fleet `half` has a profile with half the default MAC budget. The in-process worker then runs the default job for the default fleet, and the same job for fleet
-`half`, which reuses the first job's distilled student (same teacher, same recipe) and only prunes further.
+accurate), and fleet `half` has a profile with half the default MAC budget. The in-process worker then runs the
+default job for the default fleet, and the same job for fleet `half`, which reuses the first job's distilled
+student (same teacher, same recipe) and only prunes further.
 Everything lives in --workdir (Redis data included), so a rerun resumes where a killed run stopped.
 
     python benchmarks/worker_jobs.py --data ../shared/data/fer2013 --workdir runs/bench-jobs --threads 2
     python benchmarks/worker_jobs.py --fleets default     # the default fleet's job only
-    python benchmarks/worker_jobs.py --fleets again       # then the same job again, against what it published
 """
 
 from __future__ import annotations
@@ -85,8 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--serving", type=Path, default=REPO / "models" / "ean-pruned.onnx")
     parser.add_argument("--teachers", type=Path, default=REPO / "models" / "teachers")
-    parser.add_argument("--fleets", nargs="+", choices=("default", "half", "again"), default=["default", "half"],
-                        help="again: the default fleet's job once more (its views and student are stored by then)")
+    parser.add_argument("--fleets", nargs="+", choices=("default", "half"), default=["default", "half"])
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     keys = args.workdir / "keys"
@@ -103,8 +102,7 @@ def main() -> None:
         train, test = str(args.data / "train.npz"), str(args.data / "test_public.npz")
         lines = []
         jobs = {"default": ("default fleet", JobSpec(train, "bench-default", test_data=test)),
-                "half": ("fleet half", JobSpec(train, "bench-half", target_fleet="half", test_data=test)),
-                "again": ("default fleet, again", JobSpec(train, "bench-default-again", test_data=test))}
+                "half": ("fleet half", JobSpec(train, "bench-half", target_fleet="half", test_data=test))}
         for name, spec in (jobs[fleet] for fleet in args.fleets):
             record = run_job(worker, spec)
             ledger = json.loads((settings.work_dir / spec.job_id / "stages.json").read_text())

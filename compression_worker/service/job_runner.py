@@ -23,7 +23,6 @@ import torch
 
 from compression_worker.complexity import onnx_complexity
 from compression_worker.distill.its import run_its
-from compression_worker.distill.views import teacher_key
 from compression_worker.latency import latency_ms
 from compression_worker.lineage_store import LineageStore, file_sha256, trained_within
 from compression_worker.prune.run import run_prune
@@ -235,7 +234,7 @@ class JobRunner:
     def _view_cache(self, teachers: list[str], views: int) -> Path:
         """Where the views of this job's faces by these teacher files are kept: beside the lineage, so the next job
         with the same teacher, data and augmentation starts training at once (its first job makes them)."""
-        made_by = [teacher_key([Path(t) for t in teachers]), views, self.recipe.optim.augment.to_dict(), self._identity,
+        made_by = [self._teacher_identity(teachers), views, self.recipe.optim.augment.to_dict(), self._identity,
                    self.data.split_rule()]
         return self.ctx.lineage.views_folder(hashlib.sha256(json.dumps(made_by).encode()).hexdigest()[:16])
 
