@@ -18,7 +18,14 @@ from compression_worker.model.ean import EAN, EANConfig, count_parameters
 from compression_worker.prune.importance import L2GammaImportance, make_importance
 from compression_worker.prune.ratios import RatioPolicy, plan_keep
 from compression_worker.prune.retrain import changed_modules, only_training
-from compression_worker.prune.structure import channel_dims, dependency_graph, eca_kernels_of, macs_of, prune_channels
+from compression_worker.prune.structure import (
+    channel_dims,
+    dependency_graph,
+    eca_kernels_of,
+    macs_of,
+    prune_channels,
+    reduction_to_budget,
+)
 from compression_worker.training.checkpoint import load_model, save_model
 from compression_worker.training.trainer import OptimConfig, Trainer
 from edgefer.datasets import Faces
@@ -95,6 +102,15 @@ def test_ratio_plan_meets_the_mac_target_within_floor_and_cap(mode: str) -> None
     assert all(keep[d.key] % 4 == 0 or keep[d.key] == d.channels for d in dims)  # whole channel blocks
     with pytest.raises(ValueError, match="not reachable"):
         plan_keep(model.config, eca_kernels_of(model), dims, 0.97, policy)
+
+
+def test_a_budget_of_every_pass_asks_for_the_reduction_that_fits_both_mirror_passes() -> None:
+    config = varied().config
+    per_pass = macs_of(config)
+    assert reduction_to_budget(config, 4 * per_pass) < 0  # fits already
+    needed = reduction_to_budget(config, per_pass)  # the mirror-averaged graph runs two passes
+    assert 0.5 < needed < 0.52  # half, and the margin under the budget
+    assert 2 * (1 - needed) * per_pass <= per_pass
 
 
 def test_local_retraining_changes_only_the_touched_layers(tmp_path: Path) -> None:

@@ -84,6 +84,16 @@ def eca_kernels_of(model: EAN) -> tuple[int, ...]:
     return tuple(block.eca.kernel_size for block in model.blocks)
 
 
+MIRROR_PASSES = 2  # the exported graph runs the network on the face and its mirror
+BUDGET_MARGIN = 0.98  # aim a little under a MAC budget: the ONNX count includes small ops the plan skips
+
+
+def reduction_to_budget(config: EANConfig, max_macs_per_face: float) -> float:
+    """The share of `config`'s MACs to prune so that its mirror-averaged graph fits `max_macs_per_face`
+    (every pass counted, as a fleet's budget is); <= 0 when it fits already."""
+    return 1 - max_macs_per_face / MIRROR_PASSES * BUDGET_MARGIN / macs_of(config)
+
+
 def macs_of(config: EANConfig) -> int:
     """Multiply-adds of convolutions, ECA and classifier for one pass (the mirror-averaged export runs two).
 

@@ -26,7 +26,7 @@ from compression_worker.distill.its import run_its
 from compression_worker.latency import latency_ms
 from compression_worker.lineage_store import LineageStore, file_sha256, trained_within
 from compression_worker.prune.run import run_prune
-from compression_worker.prune.structure import macs_of
+from compression_worker.prune.structure import reduction_to_budget
 from compression_worker.release import export_checkpoint, quantize_model
 from compression_worker.service.gate import GateConfig, decide
 from compression_worker.service.metrics import WorkerMetrics
@@ -48,8 +48,6 @@ from edgefer.rollouts.spec import RolloutSpec
 from edgefer.rollouts.start import start_rollout
 from edgefer.rollouts.store import FINAL, RolloutStore
 
-MIRROR_PASSES = 2  # the exported graph runs the network on the face and its mirror
-BUDGET_MARGIN = 0.98  # aim a little under the fleet's MAC budget: the ONNX count includes small ops the plan skips
 MAX_PRUNE = 0.9
 
 
@@ -252,8 +250,7 @@ class JobRunner:
         """The job's share of MACs to remove, or what reaches the fleet's budget (None: it fits already)."""
         if self.recipe.prune.target_macs_reduction is not None:
             return self.recipe.prune.target_macs_reduction
-        per_pass = self.ctx.gate.budgets.max_macs / MIRROR_PASSES * BUDGET_MARGIN
-        needed = 1 - per_pass / macs_of(load_model(distilled).config)
+        needed = reduction_to_budget(load_model(distilled).config, self.ctx.gate.budgets.max_macs)
         if needed <= 0:
             return None
         if needed >= MAX_PRUNE:
