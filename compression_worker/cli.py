@@ -121,17 +121,30 @@ def _add_export(sub: argparse._SubParsersAction, settings: WorkerSettings) -> No
     p.add_argument("--test-data", type=Path, default=settings.test_data, help="faces for parity and the card's accuracy")
     p.add_argument("--no-mirror-average", action="store_true", help="do not bake mirror averaging into the graph")
     p.add_argument("--parity-faces", type=int, default=512, help="faces on which torch and onnxruntime must agree (default: %(default)s)")
-    p.add_argument("--fp16-weights", action="store_true",
-                   help="store the weights as fp16 (half the file; for teachers that ship in the repository)")
+    p.add_argument("--weights", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="how the weights are stored: fp16 halves the file, int8 (static, calibrated on --data) quarters "
+                        "it and runs 3-4x faster on a CPU with VNNI; for teachers that ship in the repository, checked "
+                        "to predict as fp32 on the parity faces (default: %(default)s)")
+    p.add_argument("--fp16-weights", dest="weights", action="store_const", const="fp16", help="the same as --weights fp16")
+    p.add_argument("--data", type=Path, default=settings.train_data, help="--weights int8: training faces to calibrate on")
+    p.add_argument("--calibration-faces", type=int, default=700, help="--weights int8: faces the activation ranges are "
+                   "measured on (default: %(default)s)")
     _add_threads(p, settings)
     p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    from compression_worker.quantize import calibration_faces
     from compression_worker.release import export_checkpoint
+    from edgefer.datasets import load_faces
 
+    calibration = None
+    if args.weights == "int8":
+        train = load_faces(args.data)
+        calibration = calibration_faces(train.x, train.y, args.calibration_faces)
     card, report = export_checkpoint(args.checkpoint, args.output, args.test_data, not args.no_mirror_average,
-                                     args.parity_faces, threads=args.threads, fp16_weights=args.fp16_weights)
+                                     args.parity_faces, threads=args.threads, weights=args.weights,
+                                     calibration=calibration)
     print(report.format_table())
     print(f"\nwrote {args.output} ({card.size_bytes:,} bytes, {card.macs_per_face / 1e6:.2f}M MACs/face, "
           f"{card.params:,} params) and {args.output.with_suffix('.json')}")

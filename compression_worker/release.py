@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from compression_worker.evaluation import evaluate_file, save_confusion_png
 from compression_worker.export import PARITY_TOLERANCE, export_onnx, parity_error
 from compression_worker.model.ean import count_parameters
 from compression_worker.model_card import ModelCard, build_card
 from compression_worker.onnx_fp16 import MIN_AGREEMENT, prediction_agreement, store_weights_fp16
-from compression_worker.quantize import calibration_faces, quantize_int8
+from compression_worker.quantize import MIN_INT8_AGREEMENT, calibration_faces, quantize_int8
 from compression_worker.training.checkpoint import load_network
 from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces, data_sha256, load_faces
 from edgefer.onnx_model import OnnxFaceClassifier
+
+WEIGHT_STORAGE = ("fp32", "fp16", "int8")
 
 
 def export_checkpoint(
@@ -29,11 +33,12 @@ def export_checkpoint(
     parity_faces: int = 512,
     *,
     threads: int,
-    fp16_weights: bool = False,
+    weights: str = "fp32",
+    calibration: np.ndarray | None = None,
 ) -> tuple[ModelCard, ClassificationReport]:
     """Export, prove parity on real faces (the file is removed when it fails), evaluate, write the card. With
-    `fp16_weights` (teachers that ship in the repository) the weights are then stored as fp16, and the graph must
-    predict what the fp32 one did on the parity faces."""
+    `weights` fp16 or int8 (teachers that ship in the repository; int8 calibrated on `calibration` faces) the
+    weights are then stored that way, and the graph must predict what the fp32 one did on the parity faces."""
     model = load_network(checkpoint)  # an EAN, or a dense teacher (same graph contract)
     summary_path = checkpoint.parent / "summary.json"
     training = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -45,16 +50,8 @@ def export_checkpoint(
     if error > PARITY_TOLERANCE:
         output.unlink()
         raise ValueError(f"{output}: parity error {error:.2e} exceeds {PARITY_TOLERANCE:.0e}; file removed")
-    if fp16_weights:
-        full = output.with_name(output.stem + ".fp32.onnx")
-        output.replace(full)
-        store_weights_fp16(full, output)
-        agreement = prediction_agreement(full, output, faces.x[:parity_faces], threads)
-        full.unlink()
-        print(f"fp16 weights: {agreement:.2%} of {min(len(faces), parity_faces)} faces predicted as in fp32")
-        if agreement < MIN_AGREEMENT:
-            output.unlink()
-            raise ValueError(f"{output}: fp16 weights change {1 - agreement:.2%} of predictions; file removed")
+    if weights != "fp32":
+        training["weights"] = _store_weights(output, weights, faces.x[:parity_faces], calibration, threads)
     report = evaluate_file(output, faces, None, threads)
     _confusion(report, output, eval_data)
     card = build_card(
@@ -68,6 +65,33 @@ def export_checkpoint(
     )
     card.write(output.with_suffix(".json"))
     return card, report
+
+
+def _store_weights(output: Path, weights: str, faces: np.ndarray, calibration: np.ndarray | None, threads: int) -> dict:
+    """Store the verified fp32 graph's weights as fp16 or INT8 in its place; the file is removed when it no longer
+    predicts what the fp32 graph did on `faces` (INT8: a dense teacher keeps its accuracy at a quarter of the bytes
+    and runs 3-4x faster on a CPU with VNNI)."""
+    if weights not in WEIGHT_STORAGE:
+        raise ValueError(f"unknown weight storage {weights!r}; use one of {', '.join(WEIGHT_STORAGE)}")
+    full = output.with_name(output.stem + ".fp32.onnx")
+    output.replace(full)
+    if weights == "fp16":
+        store_weights_fp16(full, output)
+        minimum = MIN_AGREEMENT
+    else:
+        if calibration is None or not len(calibration):
+            full.replace(output)
+            raise ValueError("int8 weights need calibration faces")
+        quantize_int8(full, output, calibration)
+        minimum = MIN_INT8_AGREEMENT
+    agreement = prediction_agreement(full, output, faces, threads)
+    full.unlink()
+    print(f"{weights} weights: {agreement:.2%} of {len(faces)} faces predicted as in fp32")
+    if agreement < minimum:
+        output.unlink()
+        raise ValueError(f"{output}: {weights} weights change {1 - agreement:.2%} of predictions; file removed")
+    return {"storage": weights, "agreement_with_fp32": round(agreement, 4), "agreement_faces": len(faces),
+            **({"calibration_faces": len(calibration)} if weights == "int8" and calibration is not None else {})}
 
 
 def quantize_model(

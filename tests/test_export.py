@@ -84,3 +84,27 @@ def test_fp16_weights_halve_a_dense_teacher_and_keep_its_predictions(tmp_path: P
     assert prediction_agreement(full, half, faces, threads=1) >= 0.95
     logits = OnnxFaceClassifier(half).logits(faces)
     assert logits.dtype == np.float32 and np.allclose(logits, OnnxFaceClassifier(full).logits(faces), atol=5e-2)
+
+
+def test_int8_weights_quarter_a_dense_teacher_keep_its_predictions_and_say_so_in_its_card(
+    tmp_path: Path, toy_npz: Path
+) -> None:
+    from compression_worker.cli import main as worker_main
+    from compression_worker.model.teacher_nets import FaceVGG, TeacherConfig
+    from compression_worker.training.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(FaceVGG(TeacherConfig(widths=(32, 64, 64, 128), depths=(1, 1, 1, 1), dropout=0.0)).eval(),
+               tmp_path / "teacher.pt")
+    common = ["export", "--checkpoint", str(tmp_path / "teacher.pt"), "--test-data", str(toy_npz), "--threads", "1"]
+    assert worker_main([*common, "--output", str(tmp_path / "fp32.onnx")]) == 0
+    assert worker_main([*common, "--output", str(tmp_path / "int8.onnx"), "--weights", "int8", "--data", str(toy_npz),
+                        "--calibration-faces", "140"]) == 0
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.35 * (tmp_path / "fp32.onnx").stat().st_size
+    card = json.loads((tmp_path / "int8.json").read_text())
+    assert card["training"]["weights"]["storage"] == "int8"
+    assert card["training"]["weights"]["agreement_with_fp32"] >= 0.97
+    assert not (tmp_path / "int8.fp32.onnx").exists()  # the fp32 graph it was checked against is gone
+    faces, _ = synthetic_faces(64, seed=1)
+    logits = OnnxFaceClassifier(tmp_path / "int8.onnx").logits(faces)
+    assert logits.dtype == np.float32 and logits.shape == (64, 7)
