@@ -192,6 +192,38 @@ def _run_quantize(args: argparse.Namespace) -> None:
           f"wrote {args.output} ({card.size_bytes:,} bytes) and {args.output.with_suffix('.json')}")
 
 
+def _add_balance(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
+    from compression_worker.training.run import DataConfig
+
+    p = sub.add_parser("balance", help="logit adjustment of an exported graph toward the rare classes, tau chosen on "
+                       "the held-back faces (macro recall up, top-1 within --max-drop)")
+    p.add_argument("--model", type=Path, required=True, help="the exported .onnx (float or INT8; its card beside it)")
+    p.add_argument("--output", type=Path, required=True, help="the adjusted .onnx; its card is written beside it")
+    p.add_argument("--max-drop", type=float, default=0.3,
+                   help="points of held-back top-1 the adjustment may cost (default: %(default)s)")
+    add_dataclass_arguments(p, DataConfig, defaults={"train_path": settings.train_data,
+                                                     "test_path": settings.test_data})
+    _add_threads(p, settings)
+    p.set_defaults(func=_run_balance)
+
+
+def _run_balance(args: argparse.Namespace) -> None:
+    from compression_worker.release import balance_model
+    from compression_worker.training.run import DataConfig, load_splits
+
+    data = dataclass_from_namespace(DataConfig, args)
+    if data.test_path is None:
+        raise ValueError("balance needs --test-data: the faces its card reports on")
+    card, report, choice = balance_model(args.model, args.output, load_splits(data), data.test_path, args.max_drop,
+                                         args.threads)
+    print("tau   held-back top-1  macro recall")
+    for row in choice.held_back:
+        mark = "  <- chosen" if row["tau"] == choice.tau else ""
+        print(f"{row['tau']:4.2f}  {100 * row['top1']:14.2f}%  {100 * row['macro_recall']:11.2f}%{mark}")
+    print(report.format_table())
+    print(f"\nwrote {args.output} (tau {choice.tau}) and {args.output.with_suffix('.json')}")
+
+
 def _add_lineage(sub: argparse._SubParsersAction, settings: WorkerSettings) -> None:
     from compression_worker.training.run import DataConfig
 
@@ -249,6 +281,7 @@ def build_parser(settings: WorkerSettings | None = None) -> argparse.ArgumentPar
     _add_export(sub, settings)
     _add_prune(sub, settings)
     _add_quantize(sub, settings)
+    _add_balance(sub, settings)
     _add_lineage(sub, settings)
     return parser
 

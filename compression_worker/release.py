@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compression_worker.class_balance import BalanceChoice, balance_graph
 from compression_worker.evaluation import evaluate_file, save_confusion_png
 from compression_worker.export import PARITY_TOLERANCE, export_onnx, parity_error
 from compression_worker.model.ean import count_parameters
@@ -18,6 +19,7 @@ from compression_worker.model_card import ModelCard, build_card
 from compression_worker.onnx_fp16 import MIN_AGREEMENT, prediction_agreement, store_weights_fp16
 from compression_worker.quantize import MIN_INT8_AGREEMENT, calibration_faces, quantize_int8
 from compression_worker.training.checkpoint import load_network
+from compression_worker.training.run import DataSplits
 from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces, data_sha256, load_faces
 from edgefer.onnx_model import OnnxFaceClassifier
@@ -99,11 +101,37 @@ def quantize_model(
     """INT8 of an exported model, its card (with the float model's accuracy beside it) and confusion PNG."""
     OnnxFaceClassifier(model_path)  # names a missing or broken file before any work
     quantize_int8(model_path, output, calibration_faces(train.x, train.y, calibration_count))
+    card, report, float_accuracy = _derived_card(model_path, output, eval_data, threads, {
+        "quantized_from": str(model_path),
+        "calibration_faces": calibration_count,
+        "calibration_data": train.source,
+        "scheme": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
+    })
+    return card, report, float_accuracy
+
+
+def balance_model(
+    model_path: Path, output: Path, splits: DataSplits, eval_data: Path, max_drop: float, threads: int
+) -> tuple[ModelCard, ClassificationReport, BalanceChoice]:
+    """The logit-adjusted graph of an exported model (tau chosen on the held-back faces), its card and PNG."""
+    choice = balance_graph(model_path, output, splits.train, splits.val, max_drop, threads)
+    card, report, _ = _derived_card(model_path, output, eval_data, threads, {
+        "balanced_from": str(model_path),
+        "class_balance": choice.to_dict(),
+        "train_data": splits.train.source,
+    })
+    return card, report, choice
+
+
+def _derived_card(source_path: Path, output: Path, eval_data: Path, threads: int,
+                  training: dict) -> tuple[ModelCard, ClassificationReport, float]:
+    """The card of a graph made from an exported one (its architecture and size from the source's card), with the
+    source's accuracy on the same faces beside its own, and its confusion PNG."""
     faces = load_faces(eval_data)
     report = evaluate_file(output, faces, None, threads)
-    float_accuracy = evaluate_file(model_path, faces, None, threads).accuracy
+    source_accuracy = evaluate_file(source_path, faces, None, threads).accuracy
     _confusion(report, output, eval_data)
-    source_card = model_path.with_suffix(".json")
+    source_card = source_path.with_suffix(".json")
     source = json.loads(source_card.read_text()) if source_card.exists() else {}
     card = build_card(
         name=output.stem,
@@ -112,17 +140,10 @@ def quantize_model(
         architecture=source.get("architecture", {}),
         mirror_average=source.get("mirror_average", True),
         evaluation={eval_data.stem: (report, str(eval_data), data_sha256(eval_data))},
-        training={
-            "quantized_from": str(model_path),
-            "float_accuracy": float_accuracy,
-            "calibration_faces": calibration_count,
-            "calibration_data": train.source,
-            "scheme": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
-            "source_training": source.get("training", {}),
-        },
+        training={**training, "source_accuracy": source_accuracy, "source_training": source.get("training", {})},
     )
     card.write(output.with_suffix(".json"))
-    return card, report, float_accuracy
+    return card, report, source_accuracy
 
 
 def _confusion(report: ClassificationReport, output: Path, eval_data: Path) -> None:
