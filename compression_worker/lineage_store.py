@@ -128,11 +128,11 @@ class LineageStore:
             raise LineageError(f"lineage artefact {artefact.sha256[:12]}: {path} no longer has the stored bytes")
         return path
 
-    def best(self, data: str, split: str) -> Artefact | None:
-        """The most accurate stored model (a teacher, or a student that became one) that never trained on the
-        held-back faces of `data` under `split` (their accuracies were measured on comparable faces)."""
+    def best(self, data: str, split: str, count: int = 1) -> list[Artefact]:
+        """The `count` most accurate stored models (teachers, or students that became one) that never trained on
+        the held-back faces of `data` under `split` (their accuracies were measured on comparable faces), best first."""
         usable = [a for a in self.records() if trained_within(a, data, split)]
-        return max(usable, key=lambda a: (a.held_back_accuracy, a.created, a.sha256), default=None)
+        return sorted(usable, key=lambda a: (a.held_back_accuracy, a.created, a.sha256), reverse=True)[:count]
 
     def student(self, recipe: str, data: str, split: str) -> Artefact | None:
         """A student an earlier job distilled with the same teacher and settings on the same data and split."""

@@ -3,7 +3,6 @@ registry manifest's metrics when the model is published."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from compression_worker.complexity import onnx_complexity
 from compression_worker.provenance import git_commit
 from edgefer.classification_report import ClassificationReport
+from edgefer.datasets import data_sha256
 from edgefer.labels import CLASSES, FACE_SIZE
 from edgefer.timestamps import utc_now_iso
 
@@ -37,10 +37,6 @@ class ModelCard:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_card(
     name: str,
     onnx_path: Path,
@@ -55,7 +51,7 @@ def build_card(
     return ModelCard(
         name=name,
         file=onnx_path.name,
-        file_sha256=file_sha256(onnx_path),
+        file_sha256=data_sha256(onnx_path),
         size_bytes=onnx_path.stat().st_size,
         params=params,
         onnx_params=complexity.params,

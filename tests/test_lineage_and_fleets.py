@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression_worker.lineage_store import LineageStore
+from compression_worker.lineage_store import LineageStore, adopt_shipped_teachers, file_sha256
 from compression_worker.service.gate import GateConfig, decide
 from compression_worker.service.settings import WorkerServiceSettings
 from compression_worker.service.worker import Worker
@@ -73,14 +73,15 @@ def test_best_is_the_most_accurate_model_that_never_saw_the_held_back_faces(tmp_
         path.write_bytes(name.encode())
         return store.add(path, kind="teacher", arch="ean-m", data=data, split=split, held_back_accuracy=accuracy)
 
-    add("a.pt", 0.60)
+    second = add("a.pt", 0.60)
     good = add("b.pt", 0.80)
     other_data = add("c.pt", 0.95, data="X")
     add("d.pt", 0.99, split="other")  # judged on other faces: may have trained on these
-    assert store.best("D", "S") == good
-    assert store.best("D+E", "S") == good  # trained on part of the union, split by the same rule
-    assert store.best("X", "S") == other_data
-    assert store.best("Y", "S") is None
+    assert store.best("D", "S") == [good]
+    assert store.best("D+E", "S") == [good]  # trained on part of the union, split by the same rule
+    assert store.best("X", "S") == [other_data]
+    assert store.best("Y", "S") == []
+    assert store.best("D", "S", count=3) == [good, second]  # an ensemble: as many as there are, best first
 
 
 def test_extra_data_is_merged_and_the_held_back_faces_stay_held_back(tmp_path: Path, toy_npz: Path) -> None:
@@ -249,24 +250,27 @@ def test_an_operator_adds_a_checkpoint_and_a_graph_to_the_lineage(tmp_path: Path
     assert "junk.pt" in capsys.readouterr().err
 
 
-def test_a_shipped_teacher_is_adopted_at_start_and_picked_by_teacher_best(redis_server, signing_keys, tmp_path,
-                                                                          toy_npz, caplog) -> None:
-    import hashlib
-
+def ship_teacher(folder: Path, name: str, data: Path, accuracy: float, seed: int = 0) -> dict:
+    """A small VGG graph and the card a shipped teacher has (trained on `data`, split as a job splits it)."""
     import torch
 
     from compression_worker.export import export_onnx
-    from compression_worker.lineage_store import adopt_shipped_teachers
     from compression_worker.model.teacher_nets import FaceVGG, TeacherConfig
 
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    graph = export_onnx(FaceVGG(TeacherConfig(widths=(8, 16, 24, 32), depths=(1, 1, 1, 1))).eval(), folder / f"{name}.onnx")
+    config = DataConfig(train_path=data)
+    training = {"data_identity": config.identity(), "split": config.split_rule(), "best_val_acc_hflip": accuracy}
+    card = {"name": name, "file_sha256": file_sha256(graph), "training": training}
+    (folder / f"{name}.json").write_text(json.dumps(card))
+    return card
+
+
+def test_a_shipped_teacher_is_adopted_at_start_and_picked_by_teacher_best(redis_server, signing_keys, tmp_path,
+                                                                          toy_npz, caplog) -> None:
     shipped = tmp_path / "models" / "teachers"
-    shipped.mkdir(parents=True)
-    torch.manual_seed(0)
-    graph = export_onnx(FaceVGG(TeacherConfig(widths=(8, 16, 24, 32), depths=(1, 1, 1, 1))).eval(), shipped / "vgg.onnx")
-    data = DataConfig(train_path=toy_npz)
-    training = {"data_identity": data.identity(), "split": data.split_rule(), "best_val_acc_hflip": 0.99}
-    card = {"name": "vgg", "file_sha256": hashlib.sha256(graph.read_bytes()).hexdigest(), "training": training}
-    (shipped / "vgg.json").write_text(json.dumps(card))
+    card = ship_teacher(shipped, "vgg", toy_npz, 0.99)
     (shipped / "stale.onnx").write_bytes(b"other bytes")
     (shipped / "stale.json").write_text(json.dumps({**card, "name": "stale"}))  # its card names other bytes
 
@@ -277,6 +281,24 @@ def test_a_shipped_teacher_is_adopted_at_start_and_picked_by_teacher_best(redis_
     assert run_job(worker, redis_server, toy_npz, "from-shipped", *TINY) == "published"  # teacher=best, the default
     teacher = ledger(tmp_path, "from-shipped")["teacher"]
     assert teacher["source"] == "lineage" and teacher["sha256"] == adopted[0].sha256
+
+
+def test_teacher_best_with_an_ensemble_distils_and_prunes_from_the_most_accurate_shipped_teachers(
+        redis_server, signing_keys, tmp_path, toy_npz) -> None:
+    shipped = tmp_path / "models" / "teachers"
+    accuracies = {"weak": 0.5, "strong": 0.9, "middle": 0.7}
+    for seed, (name, accuracy) in enumerate(accuracies.items()):
+        ship_teacher(shipped, name, toy_npz, accuracy, seed)
+    worker = make_worker(redis_server, signing_keys, tmp_path)
+    adopted = {a.job_id: a.sha256 for a in adopt_shipped_teachers(worker.lineage, shipped)}
+    flags = [*TINY, "--teacher.ensemble", "2", "--prune-target", "0.3", "--distill.views", "2", "--prune.views", "2"]
+    assert run_job(worker, redis_server, toy_npz, "pair", *flags) == "published"
+    stages = ledger(tmp_path, "pair")
+    assert stages["teacher"]["members"] == [adopted["shipped:strong"], adopted["shipped:middle"]]
+    assert len(stages["teacher"]["models"]) == 2
+    assert stages["distill"]["source"] == "trained"
+    prune = json.loads((tmp_path / "jobs" / "pair" / "prune" / "prune.json").read_text())
+    assert prune["teacher"] == " + ".join(stages["teacher"]["models"])  # pruning learns from the pair too
 
 
 def test_a_worker_started_before_redis_indexes_the_shipped_teachers_once_redis_is_up(signing_keys, tmp_path) -> None:

@@ -165,9 +165,13 @@ class JobRunner:
         s, given = self.spec, self.recipe.teacher
         if given.files:
             return {"models": list(given.files), "source": "given", "sha256": file_sha256(Path(given.files[0]))}
-        if given.pick != "train" and (stored := self._stored_teacher()) is not None:
-            return {"model": str(self.ctx.lineage.path(stored.sha256)), "sha256": stored.sha256, "source": "lineage",
-                    "arch": stored.arch, "val_acc": stored.held_back_accuracy}
+        if given.pick != "train" and (stored := self._stored_teachers()):
+            first = stored[0]
+            found = {"sha256": first.sha256, "source": "lineage", "arch": first.arch, "val_acc": first.held_back_accuracy}
+            if len(stored) == 1:
+                return {"model": str(self.ctx.lineage.path(first.sha256)), **found}
+            return {"models": [str(self.ctx.lineage.path(a.sha256)) for a in stored],
+                    "members": [a.sha256 for a in stored], **found}
         arch = given.arch or self.recipe.distill.arch
         optim = replace(self.recipe.optim, epochs=given.epochs)
         summary = train_model(arch, self.data, optim, self.dir / "teacher", self.ctx.device)
@@ -177,12 +181,13 @@ class JobRunner:
         return {"model": str(self.dir / "teacher" / "model.pt"), "sha256": artefact.sha256, "source": "trained",
                 "arch": arch, "val_acc": summary["best_val_acc"]}
 
-    def _stored_teacher(self) -> Artefact | None:
-        """teacher=best: the most accurate stored model this job's held-back faces can judge (None: train one);
-        teacher=<sha256>: that artefact, refused when it may have trained on this job's held-back faces."""
+    def _stored_teachers(self) -> list[Artefact]:
+        """teacher=best: the most accurate stored models this job's held-back faces can judge, up to `ensemble` of
+        them, best first (none: train one); teacher=<sha256>: that artefact, refused when it may have trained
+        on this job's held-back faces."""
         split = self.data.split_rule()
         if self.recipe.teacher.pick == "best":
-            return self.ctx.lineage.best(self._identity, split)
+            return self.ctx.lineage.best(self._identity, split, self.recipe.teacher.ensemble)
         try:
             artefact = self.ctx.lineage.find(self.recipe.teacher.pick)
         except LineageError as exc:
@@ -190,7 +195,7 @@ class JobRunner:
         if not trained_within(artefact, self._identity, split):
             raise JobError(f"teacher {artefact.sha256[:12]} trained on other data or another split ({artefact.split}): "
                            "it may have seen this job's held-back faces")
-        return artefact
+        return [artefact]
 
     def _distill(self, teachers: list[str]) -> dict:
         """ITS from the teacher, or the student an earlier job distilled with the same recipe (then nothing trains)."""
@@ -213,9 +218,10 @@ class JobRunner:
 
     def _teacher_identity(self, teachers: list[str]) -> str:
         """The teacher's bytes, as the lineage knows them (an ensemble: each file's)."""
+        teacher = self._done["teacher"]
         if len(teachers) == 1:
-            return self._done["teacher"].get("sha256") or file_sha256(Path(teachers[0]))
-        return ",".join(map(file_sha256, map(Path, teachers)))
+            return teacher.get("sha256") or file_sha256(Path(teachers[0]))
+        return ",".join(teacher.get("members") or map(file_sha256, map(Path, teachers)))
 
     def _prune(self, distilled: str) -> dict:
         target = self._prune_target(Path(distilled))

@@ -108,12 +108,16 @@ class TeacherConfig:
     epochs: int = 55  # epochs of a teacher trained here
     files: list[str] | None = option(None, doc="round 0 given as files (checkpoints or .onnx; repeat for an ensemble) "
                                      "instead of `pick`; pruning learns from it too")
+    ensemble: int = option(1, doc="with pick=best: average the logits of this many of the most accurate stored models "
+                           "(two different teachers are usually worth about a point; each one labels every view)")
 
     def __post_init__(self) -> None:
         if self.pick not in ("best", "train") and not _SHA_PREFIX.fullmatch(self.pick):
             raise ValueError(f"teacher must be best, train or an artefact's sha256 (8+ hex digits), not {self.pick!r}")
         if self.epochs < 1:
             raise ValueError(f"teacher epochs must be >= 1, got {self.epochs}")
+        if self.ensemble < 1:
+            raise ValueError(f"teacher ensemble must be >= 1 models, got {self.ensemble}")
 
 
 @dataclass(frozen=True)
