@@ -80,6 +80,33 @@ def test_unary_and_stream_match_onnxruntime(node) -> None:
         assert r.model_sha256 == sha256
     info = stub.GetModelInfo(edge_pb2.GetModelInfoRequest())
     assert info.sha256 == sha256 and info.epoch == ""  # a file served without a registry has no epoch
+    assert list(info.class_bias) == []  # the graph as trained
+
+
+def test_a_balanced_graph_says_what_it_adds_to_the_logits_and_a_broken_one_is_refused(node, tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    from compression_worker.class_balance import add_output_bias
+    from services.edge.model_holder import ModelLoadError
+
+    running, stub, _ = node
+    bias = np.array([0.3, 2.7, 0.3, -0.4, 0.1, 0.5, 0.1], np.float32)
+    balanced = add_output_bias(MODEL, tmp_path / "balanced.onnx", bias)
+    running.swap(load_onnx_file(balanced, threads=1, version="v2"))
+    info = stub.GetModelInfo(edge_pb2.GetModelInfoRequest())
+    assert np.allclose(info.class_bias, bias, atol=1e-6)
+    faces, _ = synthetic_faces(4)
+    result = stub.Classify(edge_pb2.ClassifyRequest(frame=crop_frame(faces[0]))).result
+    expected = softmax(OnnxFaceClassifier(MODEL).logits(faces[:1]) + bias)[0]
+    assert np.allclose(result.faces[0].probabilities, expected, atol=1e-5)
+
+    broken = onnx.load(str(balanced))
+    next(e for e in broken.metadata_props if e.key == "edgefer.class_bias").value = json.dumps([1.0, 2.0])
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    with pytest.raises(ModelLoadError, match="2 values for 7 classes"):
+        load_onnx_file(tmp_path / "broken.onnx", threads=1, version="v3")
 
 
 def test_detection_path_on_an_encoded_frame(node) -> None:

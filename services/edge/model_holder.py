@@ -7,6 +7,7 @@ models inside one answer, and every result can name the version that produced it
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,24 @@ class LoadedModel:
     data: bytes = field(repr=False)  # the ONNX bytes: what a node's other serving processes load
     epoch: str = ""  # the registry epoch of its manifest ("" for a bootstrap file): number + epoch name the bytes
 
+    @property
+    def class_bias(self) -> list[float]:
+        """The logit adjustment baked into the graph (its `edgefer.class_bias` metadata), empty when none."""
+        return class_bias_of(self.classifier.metadata)
+
+
+def class_bias_of(metadata: dict[str, str]) -> list[float]:
+    raw = metadata.get("edgefer.class_bias")
+    if raw is None:
+        return []
+    try:
+        bias = [float(b) for b in json.loads(raw)]
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"unreadable edgefer.class_bias metadata {raw!r} ({exc})") from exc
+    if len(bias) != NUM_CLASSES:
+        raise ModelLoadError(f"edgefer.class_bias has {len(bias)} values for {NUM_CLASSES} classes")
+    return bias
+
 
 def load_onnx_model(data: bytes, version: VersionLabel, threads: int) -> LoadedModel:
     """Build a session from ONNX bytes and prove it works (shape, finiteness) before anyone can use it."""
@@ -49,6 +68,10 @@ def load_onnx_model(data: bytes, version: VersionLabel, threads: int) -> LoadedM
         raise ModelLoadError(f"model {version}: self-check inference failed ({exc})") from exc
     if logits.shape != (2, NUM_CLASSES) or not np.isfinite(logits).all():
         raise ModelLoadError(f"model {version}: self-check gave logits of shape {logits.shape} or non-finite values")
+    try:
+        class_bias_of(classifier.metadata)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model {version}: {exc}") from exc
     return LoadedModel(
         version=version,
         sha256=hashlib.sha256(data).hexdigest(),

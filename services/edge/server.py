@@ -114,7 +114,7 @@ class EdgeFerServicer(edge_pb2_grpc.EdgeFerServicer):
     async def GetModelInfo(self, request: edge_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> edge_pb2.ModelInfo:
         model = await self._model_or_abort(context)
         return edge_pb2.ModelInfo(version=model.version, sha256=model.sha256, classes=list(CLASSES),
-                                  loaded_at=model.loaded_at, epoch=model.epoch)
+                                  loaded_at=model.loaded_at, epoch=model.epoch, class_bias=model.class_bias)
 
 
 class _LoopThread:
