@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgefer.classification_report import ClassificationReport
 from edgefer.datasets import Faces
 from edgefer.labels import CLASSES
 from edgefer.onnx_model import OUTPUT_NAME, OnnxFaceClassifier
@@ -49,20 +50,13 @@ def class_prior(labels: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
-def top1_and_macro(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    predicted = logits.argmax(1)
-    present = np.unique(labels)
-    recall = [np.mean(predicted[labels == k] == k) for k in present]
-    return float(np.mean(predicted == labels)), float(np.mean(recall))
-
-
 def choose_tau(logits: np.ndarray, labels: np.ndarray, prior: np.ndarray, max_drop: float,
                taus: tuple[float, ...] = TAUS) -> BalanceChoice:
     """The tau of the rule above, from the graph's logits on the held-back faces."""
     rows = []
     for tau in taus:
-        top1, macro = top1_and_macro(logits - tau * np.log(prior), labels)
-        rows.append({"tau": tau, "top1": round(top1, 4), "macro_recall": round(macro, 4)})
+        report = ClassificationReport.from_predictions(labels, (logits - tau * np.log(prior)).argmax(1))
+        rows.append({"tau": tau, "top1": round(report.accuracy, 4), "macro_recall": report.macro_recall})
     floor = rows[0]["top1"] - max_drop / 100
     best = max((r for r in rows if r["top1"] >= floor), key=lambda r: (r["macro_recall"], -r["tau"]))
     bias = (-best["tau"] * np.log(prior)).astype(np.float32)

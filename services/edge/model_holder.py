@@ -32,19 +32,16 @@ class LoadedModel:
     loaded_at: str
     data: bytes = field(repr=False)  # the ONNX bytes: what a node's other serving processes load
     epoch: str = ""  # the registry epoch of its manifest ("" for a bootstrap file): number + epoch name the bytes
-
-    @property
-    def class_bias(self) -> list[float]:
-        """The logit adjustment baked into the graph (its `edgefer.class_bias` metadata), empty when none."""
-        return class_bias_of(self.classifier.metadata)
+    class_bias: tuple[float, ...] = ()  # the logit adjustment baked into the graph (`edgefer balance`); () when none
 
 
-def class_bias_of(metadata: dict[str, str]) -> list[float]:
+def class_bias_of(metadata: dict[str, str]) -> tuple[float, ...]:
+    """The graph's `edgefer.class_bias` metadata, read once at load; a node refuses a graph whose value is broken."""
     raw = metadata.get("edgefer.class_bias")
     if raw is None:
-        return []
+        return ()
     try:
-        bias = [float(b) for b in json.loads(raw)]
+        bias = tuple(float(b) for b in json.loads(raw))
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"unreadable edgefer.class_bias metadata {raw!r} ({exc})") from exc
     if len(bias) != NUM_CLASSES:
@@ -69,7 +66,7 @@ def load_onnx_model(data: bytes, version: VersionLabel, threads: int) -> LoadedM
     if logits.shape != (2, NUM_CLASSES) or not np.isfinite(logits).all():
         raise ModelLoadError(f"model {version}: self-check gave logits of shape {logits.shape} or non-finite values")
     try:
-        class_bias_of(classifier.metadata)
+        class_bias = class_bias_of(classifier.metadata)
     except ModelLoadError as exc:
         raise ModelLoadError(f"model {version}: {exc}") from exc
     return LoadedModel(
@@ -78,6 +75,7 @@ def load_onnx_model(data: bytes, version: VersionLabel, threads: int) -> LoadedM
         classifier=classifier,
         loaded_at=utc_now_iso(),
         data=data,
+        class_bias=class_bias,
     )
 
 
