@@ -27,7 +27,7 @@ DISTILL_MODES: tuple[str, ...] = ("cached", "consistent", "views")  # views: sto
 IMPORTANCES: tuple[str, ...] = ("l2-gamma", "l1", "bn-gamma", "random")  # l2-gamma is the method's; the rest ablations
 RATIO_MODES: tuple[str, ...] = ("derived", "uniform")
 MAX_PRUNE_TARGET = 0.95  # a larger share of the MACs removed leaves no network worth retraining
-JOB_VIEWS = 8  # a job's stored views per face: the INT8 VGG-13 teacher labels 8 in about 13 minutes on 2 CPU cores
+JOB_VIEWS = 8  # a job's stored views per face: the two INT8 VGG-13 teachers label 8 in about 27 minutes on 2 CPU cores
 _SHA_PREFIX = re.compile(r"[0-9a-f]{8,64}")
 
 
